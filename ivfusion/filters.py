@@ -1,0 +1,190 @@
+"""Small differentiable filters over ``(B, C, H, W)`` tensors, shared by the classical
+methods, the metrics, the training losses and the networks.
+
+Every function is pure torch (runs on CPU and CUDA, differentiable, batched) and filters
+each channel independently (depth-wise). Padding modes: ``"zero"``, ``"reflect"``,
+``"replicate"`` (output has the input's size) or ``"valid"`` (no padding, output shrinks).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "SOBEL_X",
+    "SOBEL_Y",
+    "gaussian_kernel1d",
+    "pad2d",
+    "filter2d",
+    "separable_filter2d",
+    "gaussian_blur2d",
+    "box_sum2d",
+    "box_mean2d",
+    "sobel",
+    "ssim_map",
+]
+
+#: Sobel kernels as cross-correlation (how ``conv2d`` applies them), MODELS.md section 0.
+SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+SOBEL_Y = ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0))
+
+_PAD_MODES = {"zero": "constant", "reflect": "reflect", "replicate": "replicate"}
+
+
+def gaussian_kernel1d(
+    size: int,
+    sigma: float,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: Optional[torch.device] = None,
+) -> torch.Tensor:
+    """Sampled Gaussian ``exp(-t^2 / (2 sigma^2))`` at integer offsets, normalised to sum 1.
+
+    ``size`` taps centred on 0 (for even sizes the centre falls between two taps).
+    """
+    if size < 1 or sigma <= 0:
+        raise ValueError(f"gaussian kernel needs size >= 1 and sigma > 0, got {size}, {sigma}")
+    t = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2.0
+    k = torch.exp(-(t * t) / (2.0 * sigma * sigma))
+    return (k / k.sum()).to(dtype)
+
+
+def pad2d(x: torch.Tensor, pad: Tuple[int, int, int, int], mode: str) -> torch.Tensor:
+    """Pad ``(left, right, top, bottom)`` with ``mode`` in zero/reflect/replicate/valid."""
+    if mode == "valid" or not any(pad):
+        return x
+    try:
+        torch_mode = _PAD_MODES[mode]
+    except KeyError:
+        raise ValueError(f"padding must be one of zero, reflect, replicate, valid; got {mode!r}") from None
+    return F.pad(x, pad, mode=torch_mode)
+
+
+def filter2d(x: torch.Tensor, kernel: torch.Tensor, padding: str = "zero") -> torch.Tensor:
+    """Depth-wise 2-D cross-correlation of every channel of ``x`` with one ``(kh, kw)`` kernel.
+
+    ``x`` is ``(B, C, H, W)``. With a same-size padding mode the output is ``(B, C, H, W)``
+    (for even kernel sizes the extra row/column of padding goes bottom/right).
+    """
+    kh, kw = kernel.shape[-2:]
+    c = x.shape[1]
+    x = pad2d(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), padding)
+    weight = kernel.to(dtype=x.dtype, device=x.device).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+    return F.conv2d(x, weight, groups=c)
+
+
+def separable_filter2d(
+    x: torch.Tensor, kernel_y: torch.Tensor, kernel_x: torch.Tensor, padding: str = "zero"
+) -> torch.Tensor:
+    """Depth-wise separable filter: ``kernel_y`` along H (column), then ``kernel_x`` along W (row)."""
+    kh, kw = kernel_y.numel(), kernel_x.numel()
+    c = x.shape[1]
+    x = pad2d(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), padding)
+    wy = kernel_y.to(dtype=x.dtype, device=x.device).reshape(1, 1, kh, 1).expand(c, 1, kh, 1)
+    wx = kernel_x.to(dtype=x.dtype, device=x.device).reshape(1, 1, 1, kw).expand(c, 1, 1, kw)
+    return F.conv2d(F.conv2d(x, wy, groups=c), wx, groups=c)
+
+
+def gaussian_blur2d(x: torch.Tensor, size: int, sigma: float, padding: str = "zero") -> torch.Tensor:
+    """Normalised ``size x size`` Gaussian blur (separable)."""
+    k = gaussian_kernel1d(size, sigma, dtype=x.dtype, device=x.device)
+    return separable_filter2d(x, k, k, padding)
+
+
+def _box_sum_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    # Sum over [i - r, i + r] clipped to the image, by differences of a cumulative sum: O(1) per pixel
+    # whatever the radius.
+    n = x.shape[dim]
+    c = torch.cumsum(x, dim=dim)
+    zero = torch.zeros_like(c.narrow(dim, 0, 1))
+    c = torch.cat([zero, c], dim=dim)  # c[k] = sum of x[:k]
+    idx = torch.arange(n, device=x.device)
+    hi = (idx + radius + 1).clamp(max=n)
+    lo = (idx - radius).clamp(min=0)
+    return c.index_select(dim, hi) - c.index_select(dim, lo)
+
+
+def box_sum2d(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sum over the ``(2r+1) x (2r+1)`` window around each pixel, the window clipped at the border.
+
+    Cost is independent of ``radius`` (cumulative sums); accumulates in float64 for float32 input
+    so large windows keep their precision.
+    """
+    acc = x.double() if x.dtype == torch.float32 else x
+    out = _box_sum_1d(_box_sum_1d(acc, radius, -2), radius, -1)
+    return out.to(x.dtype)
+
+
+def box_mean2d(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over the ``(2r+1)^2`` window, counting only pixels inside the image (He et al.'s box filter)."""
+    h, w = x.shape[-2:]
+    ones = torch.ones((1, 1, h, w), dtype=x.dtype, device=x.device)
+    return box_sum2d(x, radius) / box_sum2d(ones, radius)
+
+
+def sobel(x: torch.Tensor, padding: str = "zero", normalized: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sobel responses ``(S_x * x, S_y * x)`` (cross-correlation with :data:`SOBEL_X`, :data:`SOBEL_Y`).
+
+    ``normalized`` divides both kernels by 8 (kornia's ``SpatialGradient`` convention).
+    """
+    kx = torch.tensor(SOBEL_X, dtype=x.dtype, device=x.device)
+    ky = torch.tensor(SOBEL_Y, dtype=x.dtype, device=x.device)
+    if normalized:
+        kx, ky = kx / 8.0, ky / 8.0
+    c = x.shape[1]
+    weight = torch.stack([kx, ky]).unsqueeze(1).repeat(c, 1, 1, 1)  # (2C, 1, 3, 3)
+    out = F.conv2d(pad2d(x, (1, 1, 1, 1), padding), weight, groups=c)
+    return out[:, 0::2], out[:, 1::2]
+
+
+def ssim_map(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    window: str = "gaussian",
+    size: int = 11,
+    sigma: float = 1.5,
+    data_range: float = 1.0,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    padding: str = "zero",
+    sample_covariance: bool = False,
+) -> torch.Tensor:
+    """Per-pixel SSIM (Wang et al. 2004) of ``x`` and ``y``, both ``(B, C, H, W)``.
+
+    Args:
+        window: ``"gaussian"`` (``size`` taps, std ``sigma``, normalised) or ``"uniform"``.
+        data_range: ``L`` in ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2``.
+        padding: how local statistics treat the border (``"valid"`` shrinks the map).
+        sample_covariance: scale variances and covariance by ``N / (N - 1)`` (scikit-image's
+            ``use_sample_covariance``; only meaningful for the uniform window).
+
+    Returns:
+        The SSIM map, ``(B, C, H, W)`` (smaller with ``"valid"``), values in [-1, 1].
+    """
+    if window == "gaussian":
+        k = gaussian_kernel1d(size, sigma, dtype=x.dtype, device=x.device)
+    elif window == "uniform":
+        k = torch.full((size,), 1.0 / size, dtype=x.dtype, device=x.device)
+    else:
+        raise ValueError(f"window must be 'gaussian' or 'uniform', got {window!r}")
+
+    # One depth-wise pass over the five statistics stacked along channels.
+    c = x.shape[1]
+    stats = separable_filter2d(torch.cat([x, y, x * x, y * y, x * y], dim=1), k, k, padding)
+    mu_x, mu_y, e_xx, e_yy, e_xy = stats.split(c, dim=1)
+    cov_scale = 1.0
+    if sample_covariance:
+        n = size * size
+        cov_scale = n / (n - 1.0)
+    var_x = cov_scale * (e_xx - mu_x * mu_x)
+    var_y = cov_scale * (e_yy - mu_y * mu_y)
+    cov_xy = cov_scale * (e_xy - mu_x * mu_y)
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    num = (2.0 * mu_x * mu_y + c1) * (2.0 * cov_xy + c2)
+    den = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    return num / den
+

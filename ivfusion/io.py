@@ -1,0 +1,270 @@
+"""Reading, normalising and writing images.
+
+Every public entry point of ivfusion accepts the same image kinds (:data:`ImageLike`): a file
+path, a PIL image, a numpy array (``H x W``, ``H x W x 1`` or ``H x W x 3``; ``uint8``,
+``uint16`` or float in [0, 1]) or a torch tensor (``H x W``, ``C x H x W`` or ``1 x C x H x W``
+with ``C`` in {1, 3}). This module turns them into one canonical form, a ``(C, H, W)`` tensor,
+and back.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "ImageLike",
+    "IMAGE_EXTENSIONS",
+    "read_image",
+    "to_chw_tensor",
+    "to_unit_range",
+    "is_grey",
+    "from_unit_range",
+    "write_image",
+]
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+#: File extensions treated as images when scanning folders (lower case).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+_KIND_OF_DTYPE = {np.dtype(np.uint8): "uint8", np.dtype(np.uint16): "uint16"}
+
+
+def read_image(path: Union[str, os.PathLike], *, name: str = "image") -> np.ndarray:
+    """Decode an image file to a numpy array in its native bit depth.
+
+    Returns ``uint8`` ``H x W`` (grey) or ``H x W x 3`` (colour); ``uint16`` ``H x W`` for 16-bit
+    grey files (PNG/TIFF, as thermal cameras write them); ``float32`` ``H x W`` for floating-point
+    TIFFs. Alpha channels are dropped, palettes expanded.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file: {str(path)!r}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_array(img, name=name)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{name}: cannot read {str(path)!r} as an image ({exc})") from exc
+
+
+def pil_to_array(img: Image.Image, *, name: str = "image") -> np.ndarray:
+    """Convert a PIL image to a numpy array (see :func:`read_image` for the output forms)."""
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return np.asarray(img)
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(img).astype(np.uint16, copy=False)
+    if mode == "I":  # 32-bit integer container; 16-bit PNGs often open in this mode
+        arr = np.asarray(img)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(f"{name}: 32-bit integer image with values outside 0..65535")
+        return arr.astype(np.uint16)
+    if mode == "F":
+        return np.asarray(img, dtype=np.float32)
+    if mode in ("1", "LA", "La"):
+        return np.asarray(img.convert("L"))
+    # P, PA, RGBA, RGBa, RGBX, CMYK, YCbCr, LAB, HSV ...
+    return np.asarray(img.convert("RGB"))
+
+
+def _array_to_chw(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim == 3 and arr.shape[2] in (1, 3):
+        return np.moveaxis(arr, 2, 0)
+    raise ValueError(
+        f"{name}: expected an array of shape HxW, HxWx1 or HxWx3, got {arr.shape}"
+    )
+
+
+def _tensor_to_chw(t: torch.Tensor, name: str) -> torch.Tensor:
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(
+            f"{name}: expected a tensor of shape HxW, CxHxW or 1xCxHxW with C in (1, 3), "
+            f"got {tuple(t.shape)}"
+        )
+    return t
+
+
+def to_chw_tensor(image: ImageLike, *, name: str = "image") -> Tuple[torch.Tensor, str]:
+    """Turn any :data:`ImageLike` into a ``(C, H, W)`` tensor and a dtype kind.
+
+    The tensor keeps the input's values (no scaling yet) and, for tensor inputs, its device.
+    ``kind`` is ``"uint8"``, ``"uint16"`` or ``"float"``; ``uint16`` data are held as ``int32``
+    because torch has few ``uint16`` kernels.
+
+    Raises:
+        TypeError: unsupported Python type or dtype.
+        ValueError: unsupported shape.
+        FileNotFoundError: a path that does not exist.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image = read_image(image, name=name)
+    elif isinstance(image, Image.Image):
+        image = pil_to_array(image, name=name)
+
+    if isinstance(image, np.ndarray):
+        arr = _array_to_chw(image, name)
+        kind = _KIND_OF_DTYPE.get(arr.dtype)
+        if kind == "uint16":
+            return torch.from_numpy(arr.astype(np.int32)), kind
+        if kind == "uint8":
+            return torch.from_numpy(np.ascontiguousarray(arr)), kind
+        if np.issubdtype(arr.dtype, np.floating):
+            return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)), "float"
+        raise TypeError(
+            f"{name}: unsupported array dtype {arr.dtype}; expected uint8, uint16 or float in [0, 1]"
+        )
+    if isinstance(image, torch.Tensor):
+        t = _tensor_to_chw(image.detach(), name)
+        if t.dtype == torch.uint8:
+            return t, "uint8"
+        if t.dtype == torch.uint16:
+            return t.to(torch.int32), "uint16"
+        if t.is_floating_point():
+            return t, "float"
+        raise TypeError(
+            f"{name}: unsupported tensor dtype {t.dtype}; expected uint8, uint16 or float in [0, 1]"
+        )
+    raise TypeError(
+        f"{name}: expected a path, PIL image, numpy array or torch tensor, got {type(image).__name__}"
+    )
+
+
+def to_unit_range(
+    t: torch.Tensor,
+    kind: str,
+    *,
+    name: str = "image",
+    value_range: Optional[Union[Sequence[float], str]] = None,
+) -> torch.Tensor:
+    """Scale a tensor from :func:`to_chw_tensor` to ``float32`` in ``[0, 1]``.
+
+    Args:
+        t: ``(C, H, W)`` tensor of the given ``kind``.
+        kind: ``"uint8"`` (divided by 255), ``"uint16"`` (divided by 65535) or ``"float"``
+            (must already lie in [0, 1]).
+        value_range: overrides the rule above. ``(lo, hi)`` maps ``lo -> 0`` and ``hi -> 1``
+            and clips; ``"auto"`` maps the image's own minimum and maximum to 0 and 1 (a
+            constant image maps to 0).
+
+    Raises:
+        ValueError: float data outside [0, 1] or containing NaN/inf; a bad ``value_range``.
+    """
+    x = t.float() if t.dtype != torch.float32 else t
+    if value_range is None:
+        if kind == "uint8":
+            return x / 255.0
+        if kind == "uint16":
+            return x / 65535.0
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name}: float image contains NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"{name}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+                "scale the image or pass integer data"
+            )
+        return x
+    if isinstance(value_range, str):
+        if value_range != "auto":
+            raise ValueError(f"{name}: value range must be (lo, hi) or 'auto', got {value_range!r}")
+        lo_t, hi_t = x.amin(), x.amax()
+        span = (hi_t - lo_t).clamp_min(torch.finfo(torch.float32).tiny)
+        return ((x - lo_t) / span).clamp_(0.0, 1.0)
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: value range must be (lo, hi) or 'auto', got {value_range!r}") from None
+    if not hi > lo:
+        raise ValueError(f"{name}: value range needs lo < hi, got ({lo}, {hi})")
+    return ((x - lo) / (hi - lo)).clamp_(0.0, 1.0)
+
+
+def is_grey(chw: torch.Tensor) -> bool:
+    """True for a 1-channel image and for a 3-channel image whose channels are all equal."""
+    if chw.shape[-3] == 1:
+        return True
+    return bool(torch.equal(chw[..., 0, :, :], chw[..., 1, :, :]) and torch.equal(chw[..., 0, :, :], chw[..., 2, :, :]))
+
+
+def from_unit_range(chw: torch.Tensor, kind: str) -> np.ndarray:
+    """Convert a ``(C, H, W)`` float tensor in [0, 1] to a numpy image of the given kind.
+
+    ``uint8``/``uint16`` are rounded to nearest; ``float`` gives ``float32``. One-channel images
+    come out as ``H x W``, three-channel ones as ``H x W x 3``.
+    """
+    if kind == "uint8":
+        out = (chw.clamp(0, 1) * 255.0).round_().to(torch.uint8)
+    elif kind == "uint16":
+        out = (chw.clamp(0, 1) * 65535.0).round_().to(torch.int32)
+    else:
+        out = chw.float()
+    arr = out.cpu().numpy()
+    if kind == "uint16":
+        arr = arr.astype(np.uint16)
+    return arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(np.moveaxis(arr, 0, -1))
+
+
+def _pil_for_array(arr: np.ndarray) -> Image.Image:
+    if arr.dtype == np.uint8:
+        return Image.fromarray(arr)
+    if arr.dtype == np.uint16:
+        if arr.ndim != 2:
+            raise ValueError("16-bit images can only be written as single-channel files")
+        return Image.fromarray(arr)  # mode I;16
+    if np.issubdtype(arr.dtype, np.floating):
+        return Image.fromarray(np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8))
+    raise TypeError(f"cannot write an image of dtype {arr.dtype}")
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_image(path: Union[str, os.PathLike], image: np.ndarray) -> Path:
+    """Write an image atomically: encode to a temporary file next to ``path``, then rename.
+
+    An interrupted or failing write never leaves a partial file under ``path``. ``uint8`` and
+    ``uint16`` arrays are written as they are; float arrays in [0, 1] are stored as 8-bit.
+    The format follows the extension of ``path``.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None:
+        raise ValueError(f"output: unknown image extension {path.suffix!r} for {str(path)!r}")
+    pil = _pil_for_array(np.asarray(image))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{ext}", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the usual mode
+        with os.fdopen(fd, "wb") as fh:
+            pil.save(fh, format=fmt)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path

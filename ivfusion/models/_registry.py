@@ -1,0 +1,152 @@
+"""Model registry: every fusion network registers itself here with its metadata.
+
+Modelled on timm: ``register_model`` decorates a :class:`FusionNet` subclass, ``list_models``
+and ``create_model`` are the public entry points.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Type, Union
+
+import torch
+from torch import nn
+
+from ..tiling import pad_to_multiple
+
+__all__ = ["FusionNet", "ModelInfo", "register_model", "list_models", "get_model_info", "create_model"]
+
+
+class FusionNet(nn.Module):
+    """Base class of the fusion networks.
+
+    Input convention: ``forward(ir, vis_y)`` with two luminance tensors ``(B, 1, H, W)`` in [0, 1]
+    (infrared first, visible Y second). Output: fused luminance ``(B, 1, H, W)`` in [0, 1].
+    Any ``H x W`` is accepted: the input is reflect-padded at the bottom/right to
+    :attr:`size_multiple` and the output cropped back (MODELS.md 1.4).
+
+    Subclasses implement :meth:`fuse_aligned`, which may assume sides divisible by
+    ``size_multiple``. Extra keyword options (e.g. DIDFuse's ``rule``) pass through.
+    """
+
+    #: Total stride of the network; set by :func:`register_model`.
+    size_multiple: int = 1
+
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, **options: Any) -> torch.Tensor:
+        if ir.ndim != 4 or ir.shape[1] != 1 or vis_y.shape != ir.shape:
+            raise ValueError(
+                f"{type(self).__name__} expects ir and vis_y of the same shape (B, 1, H, W), got "
+                f"{tuple(ir.shape)} and {tuple(vis_y.shape)}"
+            )
+        m = self.size_multiple
+        if m > 1:
+            ir, (h, w) = pad_to_multiple(ir, m)
+            vis_y, _ = pad_to_multiple(vis_y, m)
+            return self.fuse_aligned(ir, vis_y, **options)[..., :h, :w]
+        return self.fuse_aligned(ir, vis_y, **options)
+
+    def fuse_aligned(self, ir: torch.Tensor, vis_y: torch.Tensor, **options: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Metadata of a registered network (what timm calls a pretrained config)."""
+
+    name: str
+    cls: Type[FusionNet]
+    #: Citation of the paper the network implements.
+    paper: str
+    #: Total stride: inputs are padded to a multiple of this.
+    size_multiple: int = 1
+    #: One-line description for ``ivfusion list``.
+    description: str = ""
+    #: Pixels of context needed for exact tiling; ``None`` when the network uses image-global
+    #: statistics (global pooling, FFTs, attention over the whole grid).
+    tiling_halo: Optional[int] = None
+    #: Whether the network may run under float16 autocast on CUDA.
+    half_precision: bool = True
+    #: Keyword options accepted by ``forward`` (documented per network), with their defaults.
+    forward_options: Dict[str, Any] = field(default_factory=dict)
+    #: Default constructor configuration.
+    default_config: Dict[str, Any] = field(default_factory=dict)
+
+
+_MODELS: Dict[str, ModelInfo] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    paper: str,
+    size_multiple: int = 1,
+    description: str = "",
+    tiling_halo: Optional[int] = None,
+    half_precision: bool = True,
+    forward_options: Optional[Dict[str, Any]] = None,
+    default_config: Optional[Dict[str, Any]] = None,
+) -> Callable[[Type[FusionNet]], Type[FusionNet]]:
+    """Class decorator registering a :class:`FusionNet` subclass under ``name``."""
+
+    def decorator(cls: Type[FusionNet]) -> Type[FusionNet]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        if not issubclass(cls, FusionNet):
+            raise TypeError(f"{cls.__name__} must subclass FusionNet")
+        cls.size_multiple = size_multiple
+        _MODELS[name] = ModelInfo(
+            name=name,
+            cls=cls,
+            paper=paper,
+            size_multiple=size_multiple,
+            description=description,
+            tiling_halo=tiling_halo,
+            half_precision=half_precision,
+            forward_options=dict(forward_options or {}),
+            default_config=dict(default_config or {}),
+        )
+        return cls
+
+    return decorator
+
+
+def list_models() -> List[str]:
+    """Names of the registered networks, sorted."""
+    return sorted(_MODELS)
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """Metadata of a registered network; ``ValueError`` listing the known names otherwise."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+
+
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    *,
+    weights: Optional[Union[str, "object"]] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    **config: Any,
+) -> FusionNet:
+    """Build a registered network, optionally with pretrained weights, in eval mode.
+
+    Args:
+        name: a name from :func:`list_models`.
+        pretrained: load the method's default weight (resolved by :mod:`ivfusion.weights`).
+        weights: a weight name from the manifest or a path to a ``.safetensors`` file; implies
+            ``pretrained``.
+        device: where to put the model.
+        config: constructor options overriding the registered defaults.
+    """
+    info = get_model_info(name)
+    model = info.cls(**{**info.default_config, **config})
+    if pretrained or weights is not None:
+        from ..weights import load_weights  # local import: weights imports the registry
+
+        load_weights(model, name, weights)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
