@@ -1,6 +1,18 @@
 """ivfusion: infrared-visible and medical image fusion with pretrained PyTorch networks."""
 __version__ = "0.1.0"
 
+from .fusion import fuse, fuse_dir, list_methods, method_info
 from .models import create_model, get_model_info, list_models
+from .weights import load_model
 
-__all__ = ["__version__", "create_model", "get_model_info", "list_models"]
+__all__ = [
+    "__version__",
+    "fuse",
+    "fuse_dir",
+    "list_methods",
+    "method_info",
+    "create_model",
+    "get_model_info",
+    "list_models",
+    "load_model",
+]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -101,6 +102,16 @@ def _tensor_to_chw(t: torch.Tensor, name: str) -> torch.Tensor:
     return t
 
 
+def _from_numpy(arr: np.ndarray) -> torch.Tensor:
+    # Share memory with the array (no copy). Arrays decoded by PIL are read-only; ivfusion never
+    # writes into its inputs, so torch's warning about non-writable arrays does not apply.
+    if arr.flags.writeable:
+        return torch.from_numpy(arr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(arr)
+
+
 def to_chw_tensor(image: ImageLike, *, name: str = "image") -> Tuple[torch.Tensor, str]:
     """Turn any :data:`ImageLike` into a ``(C, H, W)`` tensor and a dtype kind.
 
@@ -124,9 +135,9 @@ def to_chw_tensor(image: ImageLike, *, name: str = "image") -> Tuple[torch.Tenso
         if kind == "uint16":
             return torch.from_numpy(arr.astype(np.int32)), kind
         if kind == "uint8":
-            return torch.from_numpy(np.ascontiguousarray(arr)), kind
+            return _from_numpy(np.ascontiguousarray(arr)), kind
         if np.issubdtype(arr.dtype, np.floating):
-            return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)), "float"
+            return _from_numpy(np.ascontiguousarray(arr, dtype=np.float32)), "float"
         raise TypeError(
             f"{name}: unsupported array dtype {arr.dtype}; expected uint8, uint16 or float in [0, 1]"
         )

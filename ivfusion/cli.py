@@ -1,0 +1,318 @@
+"""The ``ivfusion`` command line (also ``python -m ivfusion``).
+
+Each subcommand is a pair of functions: ``_add_<name>(subparsers)`` declares its arguments and
+``_cmd_<name>(args) -> int`` runs it. The work itself lives in the library; this module only
+parses, calls and prints. Expected failures (bad input, missing files, unavailable weights)
+print one line ``ivfusion: error: ...`` and exit with status 1; usage errors exit with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["main", "build_parser"]
+
+
+class CLIError(Exception):
+    """An expected failure reported as one line on stderr."""
+
+
+def _parse_option(text: str) -> Tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+# ------------------------------------------------------------------------------------ fuse
+
+
+def _add_fusion_arguments(p: argparse.ArgumentParser) -> None:
+    from .fusion import DEFAULT_METHOD, DEFAULT_TILE_OVERLAP
+
+    p.add_argument("-m", "--method", default=DEFAULT_METHOD, help="fusion method (see `ivfusion list`)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--weights", default=None, help="weight name from the manifest or path to a .safetensors file")
+    p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels (default: auto on CUDA, none on CPU)")
+    p.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, help="tile overlap in pixels")
+    p.add_argument("--resize", choices=["ir_to_vis", "vis_to_ir"], default=None, help="resample one input to the other's size")
+    p.add_argument("--ir-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="map infrared values LO..HI to 0..1 (default: /255 for 8-bit, own min..max for 16-bit)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None, help="compute precision")
+    p.add_argument("-O", "--option", dest="options", action="append", type=_parse_option, default=[],
+                   metavar="KEY=VALUE", help="method option, e.g. -O rule=average (DIDFuse), -O levels=5 (laplacian)")
+
+
+def _fusion_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    kwargs: Dict[str, Any] = dict(
+        device=args.device,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        resize=args.resize,
+        ir_range=tuple(args.ir_range) if args.ir_range else None,
+        weights=args.weights,
+        precision=args.precision,
+    )
+    kwargs.update(dict(args.options))
+    return kwargs
+
+
+def _add_fuse(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fuse",
+        help="fuse one pair or two folders of pairs",
+        description="Fuse IR VIS -o OUT, or every pair of --ir-dir/--vis-dir (matched by file stem) into --out-dir.",
+    )
+    p.add_argument("ir", nargs="?", help="infrared (or CT/PET/SPECT) image")
+    p.add_argument("vis", nargs="?", help="visible (or MRI) image")
+    p.add_argument("-o", "--output", help="output image path (single pair)")
+    p.add_argument("--ir-dir", help="folder of infrared images")
+    p.add_argument("--vis-dir", help="folder of visible images")
+    p.add_argument("--out-dir", help="output folder (batch)")
+    p.add_argument("--ext", default=".png", help="output extension in batch mode (default .png)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    group.add_argument("--skip-existing", action="store_true", help="leave existing outputs and skip their pairs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar in batch mode")
+    _add_fusion_arguments(p)
+
+
+def _cmd_fuse(args: argparse.Namespace) -> int:
+    from .fusion import fuse, fuse_dir
+    from .io import write_image
+
+    batch = any([args.ir_dir, args.vis_dir, args.out_dir])
+    single = any([args.ir, args.vis, args.output])
+    if batch == single:
+        raise CLIError("give either IR VIS -o OUT, or --ir-dir, --vis-dir and --out-dir")
+    kwargs = _fusion_kwargs(args)
+    if single:
+        if not (args.ir and args.vis and args.output):
+            raise CLIError("single-pair mode needs IR, VIS and -o OUT")
+        out = Path(args.output)
+        if out.exists() and not args.overwrite:
+            if args.skip_existing:
+                print(f"skipped {out} (exists)")
+                return 0
+            raise CLIError(f"output {str(out)!r} exists; pass --overwrite or --skip-existing")
+        fused = fuse(args.ir, args.vis, args.method, **kwargs)
+        write_image(out, fused)
+        print(f"wrote {out}")
+        return 0
+    if not (args.ir_dir and args.vis_dir and args.out_dir):
+        raise CLIError("batch mode needs --ir-dir, --vis-dir and --out-dir")
+    existing = "overwrite" if args.overwrite else "skip" if args.skip_existing else "error"
+    report = fuse_dir(args.ir_dir, args.vis_dir, args.out_dir, args.method, ext=args.ext,
+                      existing=existing, progress=not args.no_progress, **kwargs)
+    for path in report.unmatched_ir:
+        print(f"warning: no visible image for {path.name}", file=sys.stderr)
+    for path in report.unmatched_vis:
+        print(f"warning: no infrared image for {path.name}", file=sys.stderr)
+    for stem, message in report.failed:
+        print(f"error: {stem}: {message}", file=sys.stderr)
+    print(f"wrote {len(report.written)}, skipped {len(report.skipped)}, failed {len(report.failed)}, "
+          f"unmatched {len(report.unmatched_ir) + len(report.unmatched_vis)} -> {args.out_dir}")
+    if report.failed:
+        raise CLIError(f"{len(report.failed)} pair(s) failed (see above)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ list
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list fusion methods")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show parameter counts and GFLOPs at 640x480 (measured with torch.utils.flop_counter)")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .fusion import list_methods, method_info
+    from .models import get_model_info
+
+    rows: List[List[str]] = []
+    header = ["method", "kind", "weights", "description"]
+    if args.verbose:
+        from .models import create_model
+        from .models._registry import count_parameters, measure_flops
+
+        header = ["method", "kind", "weights", "params", "GFLOPs@640x480", "paper"]
+    for name in list_methods():
+        info = method_info(name)
+        weights = "-" if info.kind == "classical" else (info.default_weights or "none yet")
+        if not args.verbose:
+            rows.append([name, info.kind, weights, info.description])
+        elif info.kind == "network":
+            model = create_model(name)
+            rows.append([name, info.kind, weights, f"{count_parameters(model):,}",
+                         f"{measure_flops(model, 480, 640) / 1e9:.1f}", get_model_info(name).paper])
+        else:
+            rows.append([name, info.kind, weights, "0", "-", info.description])
+    _print_table(header, rows)
+    return 0
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+# ------------------------------------------------------------------------------------ weights
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "weights",
+        help="list, verify or export pretrained weights",
+        description="Manage pretrained weights: list the manifest, verify local copies, export a "
+                    "training checkpoint to a release .safetensors file.",
+    )
+    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
+    wsub.required = True
+    pl = wsub.add_parser("list", help="weights in the manifest and where local copies are")
+    pl.add_argument("-m", "--method", default=None, help="only this method's weights")
+    wsub.add_parser("verify", help="re-hash every bundled, $IVFUSION_WEIGHTS_DIR and cached weight file")
+    pe = wsub.add_parser(
+        "export",
+        help="turn a training checkpoint into a .safetensors file and print its manifest entry",
+        description="Read CHECKPOINT (torch.save dict {'model', 'method', 'config', ...}, loaded with "
+                    "weights_only=True, or a .safetensors state dict), check it loads strictly into the "
+                    "network, write OUTPUT atomically and print the manifest entry with its sha256.",
+    )
+    pe.add_argument("checkpoint", help="training checkpoint (.pt/.pth) or .safetensors state dict")
+    pe.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    pe.add_argument("--method", default=None, help="network (default: the checkpoint's 'method')")
+    pe.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                    help="storage dtype of floating-point tensors (default float32)")
+    pe.add_argument("--name", default=None, help="manifest name, e.g. refinefuse.ivif")
+    pe.add_argument("--entry", default=None, metavar="JSON",
+                    help="manifest fields (license, training_data, recipe, metrics, reproduce, ...) as a "
+                         "JSON object or a path to a JSON file")
+    pe.add_argument("--repo-id", default=None, help="Hub repository of the file")
+    pe.add_argument("--revision", default=None, help="pinned Hub revision (tag like v0.1.0 or a commit)")
+    pe.add_argument("--license", default=None, help="licence of the weight file")
+    pe.add_argument("--default", action="store_true", help="make it the method's default weight")
+    pe.add_argument("--update-manifest", action="store_true",
+                    help="write the entry into the manifest copies (needs --name and a complete entry)")
+    pe.add_argument("--manifest", action="append", default=None, metavar="PATH",
+                    help="manifest file(s) to update (default: the shipped copy and the repository-root copy)")
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from . import weights as W
+
+    if args.weights_command == "list":
+        rows = []
+        for name in W.list_weights(args.method):
+            info = W.get_weight_info(name)
+            where = ",".join(loc for loc, _ in W.local_copies(name)) or "hub"
+            rows.append([name, "yes" if info.default else "", info.dtype, f"{info.size / 1e6:.2f} MB",
+                         info.license, where, f"{info.repo_id}@{info.revision}"])
+        if not rows:
+            print(f"no weights in the manifest {W.get_manifest().source}"
+                  + (f" for method {args.method!r}" if args.method else ""))
+            return 0
+        _print_table(["weight", "default", "dtype", "size", "license", "local", "hub"], rows)
+        return 0
+
+    if args.weights_command == "verify":
+        results = W.verify_all()
+        if not results:
+            print("no local weight files to verify")
+            return 0
+        for r in results:
+            print(f"{r.status:<8}  {r.name or '-':<24}  {r.location:<7}  {r.path}")
+            if not r.ok:
+                print(f"          {r.detail}", file=sys.stderr)
+        bad = [r for r in results if not r.ok]
+        print(f"{len(results) - len(bad)} ok, {len(bad)} bad")
+        if bad:
+            raise CLIError(f"{len(bad)} weight file(s) failed verification (see above)")
+        return 0
+
+    # export
+    fields: Dict[str, Any] = {}
+    if args.entry:
+        text = args.entry if args.entry.lstrip().startswith("{") else Path(args.entry).read_text(encoding="utf-8")
+        try:
+            fields = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CLIError(f"--entry: not valid JSON ({exc})") from None
+        if not isinstance(fields, dict):
+            raise CLIError("--entry: expected a JSON object of manifest fields")
+    for key, value in (("repo_id", args.repo_id), ("revision", args.revision), ("license", args.license)):
+        if value is not None:
+            fields[key] = value
+    if args.default:
+        fields["default"] = True
+    if args.update_manifest and not args.name:
+        raise CLIError("--update-manifest needs --name METHOD.TAG")
+    result = W.export_checkpoint(args.checkpoint, args.output, method=args.method, dtype=args.dtype,
+                                 name=args.name, entry=fields)
+    print(f"wrote {result.path} ({result.size} bytes)")
+    print(f"sha256 {result.sha256}")
+    print(json.dumps({args.name or result.path.stem: result.entry}, indent=2))
+    if result.missing:
+        print(f"note: the entry still needs {', '.join(result.missing)} before it can go into the manifest "
+              f"(pass them with --entry)", file=sys.stderr)
+    if args.update_manifest:
+        if result.missing:
+            raise CLIError(f"cannot update the manifest: missing field(s) {', '.join(result.missing)}")
+        written = W.update_manifest(args.name, result.entry, paths=args.manifest)
+        print("updated " + ", ".join(str(p) for p in written))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ main
+
+_COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
+    "fuse": (_add_fuse, _cmd_fuse),
+    "list": (_add_list, _cmd_list),
+    "weights": (_add_weights, _cmd_weights),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="ivfusion", description="Infrared-visible and medical image fusion.")
+    parser.add_argument("--version", action="version", version=f"ivfusion {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add, _ in _COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # Turn SIGTERM into SystemExit so `finally`/cleanup code (temporary output files) runs.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _terminate)
+    _, run = _COMMANDS[args.command]
+    try:
+        return run(args)
+    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"ivfusion: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ivfusion: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

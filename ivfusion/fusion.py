@@ -1,0 +1,456 @@
+"""The user-facing fusion API: :func:`fuse`, :func:`fuse_dir`, :func:`list_methods`."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .classical import CLASSICAL_METHODS
+from .color import rgb_to_ycbcr, ycbcr_to_rgb
+from .io import IMAGE_EXTENSIONS, ImageLike, from_unit_range, is_grey, to_chw_tensor, to_unit_range, write_image
+from .models import create_model, get_model_info, list_models
+from .tiling import auto_tile_size, tiled_apply
+
+__all__ = ["fuse", "fuse_dir", "list_methods", "method_info", "MethodInfo", "FuseDirReport", "pair_files"]
+
+DEFAULT_METHOD = "refinefuse"
+DEFAULT_TILE_OVERLAP = 32
+_RESIZE_MODES = ("ir_to_vis", "vis_to_ir")
+_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What ``ivfusion list`` shows for one method."""
+
+    name: str
+    kind: str  # "network" or "classical"
+    description: str
+    #: Manifest name of the weight ``fuse`` uses by default (networks only; None if none ships yet).
+    default_weights: Optional[str] = None
+
+    @property
+    def available(self) -> bool:
+        """True when ``fuse(method=name)`` works without extra arguments."""
+        return self.kind == "classical" or self.default_weights is not None
+
+
+def _default_weight(method: str) -> Optional[str]:
+    from .weights import default_weight
+
+    return default_weight(method)
+
+
+def method_info(name: str) -> MethodInfo:
+    """Metadata of one fusion method; ``ValueError`` for unknown names."""
+    if name in CLASSICAL_METHODS:
+        m = CLASSICAL_METHODS[name]
+        return MethodInfo(name, "classical", m.description)
+    if name in list_models():
+        info = get_model_info(name)
+        return MethodInfo(name, "network", info.description, _default_weight(name))
+    raise ValueError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
+
+
+def list_methods(available_only: bool = False) -> List[str]:
+    """Names of the fusion methods: the networks (sorted) then the classical baselines.
+
+    ``available_only=True`` drops networks that have no pretrained weights yet.
+    """
+    names = list_models() + list(CLASSICAL_METHODS)
+    if available_only:
+        names = [n for n in names if method_info(n).available]
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Preparing inputs
+
+
+def _luma_and_chroma(x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(C, H, W)`` in [0, 1] -> Y ``(1, H, W)`` and CbCr ``(2, H, W)`` (None for grey)."""
+    if is_grey(x):
+        return x[:1], None
+    ycc = rgb_to_ycbcr(x)
+    return ycc[:1], ycc[1:]
+
+
+def _resample(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0, 1)
+
+
+def _resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: not a valid torch device: {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: CUDA was requested but torch.cuda.is_available() is False")
+    return dev
+
+
+def _resolve_precision(precision: Optional[str], device: torch.device, half_ok: bool) -> torch.dtype:
+    if precision is None:
+        return torch.float16 if device.type == "cuda" and half_ok else torch.float32
+    try:
+        dtype = _PRECISIONS[precision]
+    except KeyError:
+        raise ValueError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}") from None
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ValueError("precision: fp16 is only supported on CUDA; use fp32 or bf16 on CPU")
+    return dtype
+
+
+# --------------------------------------------------------------------------------------------
+# Building the fusion function of a method
+
+
+def _check_options(name: str, options: Dict[str, Any], accepted: Sequence[str]) -> None:
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        acc = ", ".join(accepted) if accepted else "none"
+        raise ValueError(f"method {name!r} does not accept option(s) {', '.join(unknown)}; accepted: {acc}")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_model(method: str, weights: Optional[str], device: str, dtype: torch.dtype) -> torch.nn.Module:
+    if weights == "random":
+        # Seeded so that tests see the same "random" network in every process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = create_model(method)
+    else:
+        model = create_model(method, pretrained=True, weights=weights)
+    model = model.to(device)
+    if torch.device(device).type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _network_fn(
+    method: str, weights: Optional[Union[str, os.PathLike]], device: torch.device, dtype: torch.dtype
+) -> Callable[..., torch.Tensor]:
+    if weights is None:
+        weights = _default_weight(method)
+        if weights is None:
+            working = ", ".join(list_methods(available_only=True))
+            raise RuntimeError(
+                f"no pretrained weights are available yet for method {method!r}; methods that work "
+                f"now: {working}. (For testing only, weights='random' runs the untrained network.)"
+            )
+    elif weights == "random":
+        warnings.warn(
+            f"{method}: running with random (untrained) weights; the output is not a meaningful fusion",
+            stacklevel=3,
+        )
+    return _cached_model(method, _weights_key(weights), str(device), dtype)
+
+
+def _weights_key(weights: Optional[Union[str, os.PathLike]]) -> Optional[str]:
+    """Hashable cache key: file paths resolved to absolute form, names kept as they are."""
+    if weights is None:
+        return None
+    if isinstance(weights, os.PathLike) or str(weights).endswith(".safetensors"):
+        return str(Path(weights).resolve())
+    return str(weights)
+
+
+def _method_fn(
+    method: str,
+    weights: Optional[Union[str, os.PathLike]],
+    device: torch.device,
+    precision: Optional[str],
+    options: Dict[str, Any],
+) -> Tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int, torch.dtype, bool]:
+    """Return ``(fn, size_multiple, compute dtype, pixelwise)`` for a method."""
+    if method in CLASSICAL_METHODS:
+        m = CLASSICAL_METHODS[method]
+        params = list(inspect.signature(m.fn).parameters)[2:]
+        _check_options(method, options, params)
+        if weights is not None:
+            raise ValueError(f"weights: method {method!r} is classical and takes no weights")
+        dtype = _resolve_precision(precision, device, half_ok=False)
+        return functools.partial(m.fn, **options), 1, dtype, m.pixelwise
+    if method in list_models():
+        info = get_model_info(method)
+        _check_options(method, options, list(info.forward_options))
+        dtype = _resolve_precision(precision, device, info.half_precision)
+        model = _network_fn(method, weights, device, dtype)
+        return functools.partial(model, **options), info.size_multiple, dtype, False
+    raise ValueError(f"unknown method {method!r}; available: {', '.join(list_methods())}")
+
+
+@functools.lru_cache(maxsize=16)
+def _probe_cuda_bytes_per_pixel(method: str, weights: Optional[str], device: str, dtype: torch.dtype) -> float:
+    """Peak CUDA memory per input pixel of one forward pass, measured on a 256x256 probe."""
+    model = _cached_model(method, weights, device, dtype)
+    x = torch.rand(1, 1, 256, 256, device=device)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode(), _autocast(torch.device(device), dtype):
+        model(x, x)
+    torch.cuda.synchronize(device)
+    return max(torch.cuda.max_memory_allocated(device) - base, 1) / (256 * 256)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# fuse
+
+
+@torch.inference_mode()
+def fuse(
+    ir: ImageLike,
+    vis: ImageLike,
+    method: str = DEFAULT_METHOD,
+    *,
+    device: Optional[Union[str, torch.device]] = None,
+    tile_size: Optional[int] = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    resize: Optional[str] = None,
+    ir_range: Optional[Tuple[float, float]] = None,
+    weights: Optional[Union[str, os.PathLike]] = None,
+    precision: Optional[str] = None,
+    **options: Any,
+) -> np.ndarray:
+    """Fuse an infrared (or CT/PET/SPECT) image with a visible (or MRI) image.
+
+    Args:
+        ir: infrared image: path, PIL image, numpy array (``HxW``, ``HxWx1``, ``HxWx3``;
+            ``uint8``, ``uint16`` or float in [0, 1]) or torch tensor (``HxW``, ``CxHxW``,
+            ``1xCxHxW``). A 3-channel image whose channels are equal (grey saved as RGB) is
+            used as grey; a genuinely colour one (e.g. PET pseudo-colour) contributes its luma,
+            and its chroma when the visible image is grey.
+        vis: visible (or MRI) image, same kinds. Colour images are fused on their BT.601 luma
+            ``Y``; their Cb/Cr are reattached to the fused ``Y``.
+        method: a name from :func:`list_methods`; default ``"refinefuse"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; default CUDA when available.
+        tile_size: process in overlapping ``tile_size`` squares to bound memory. ``None``
+            picks the largest tile that fits free GPU memory on CUDA (no tiling on CPU).
+        tile_overlap: pixels shared by neighbouring tiles, blended with a raised-cosine ramp.
+        resize: inputs of different sizes raise ``ValueError`` unless ``"ir_to_vis"`` (resample
+            the infrared to the visible size) or ``"vis_to_ir"``; bilinear with antialiasing.
+        ir_range: how the infrared is mapped to [0, 1]. ``None``: ``uint8`` / 255, ``uint16`` by the
+            image's own range (its minimum -> 0, maximum -> 1; raw thermal frames use a narrow part
+            of the 16-bit scale), float as is. ``(lo, hi)``: ``lo -> 0``, ``hi -> 1``, clipped, for
+            any dtype (use ``(0, 65535)`` for the full 16-bit scale, or a fixed radiometric window
+            so a video sequence keeps a constant mapping).
+        weights: networks only: ``None`` (the method's pretrained default), a weight name from the
+            manifest, a path to a ``.safetensors`` file, or ``"random"`` (untrained; tests only).
+        precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``; default fp16 autocast on CUDA for
+            networks that are safe in half precision, fp32 otherwise.
+        options: method options, e.g. ``rule="average"`` for DIDFuse, ``levels=5`` for
+            ``laplacian``.
+
+    Returns:
+        The fused image as a numpy array of the visible image's size (after ``resize``): ``HxW``
+        for grey inputs, ``HxWx3`` RGB when either input is colour or the visible image has 3
+        channels. The dtype follows the visible input: ``uint8`` in -> ``uint8`` out, ``uint16``
+        -> ``uint16``, float -> ``float32`` in [0, 1].
+
+    Raises:
+        ValueError: unknown method or option, size mismatch, bad ``resize``/``ir_range``/``device``,
+            float data outside [0, 1].
+        TypeError: unsupported input type or dtype.
+        FileNotFoundError: a path that does not exist.
+        RuntimeError: a network whose pretrained weights are not available.
+    """
+    if resize is not None and resize not in _RESIZE_MODES:
+        raise ValueError(f"resize must be None, 'ir_to_vis' or 'vis_to_ir', got {resize!r}")
+    if tile_size is not None and (not isinstance(tile_size, int) or tile_size <= 0):
+        raise ValueError(f"tile_size must be a positive int or None, got {tile_size!r}")
+    if not isinstance(tile_overlap, int) or tile_overlap < 0:
+        raise ValueError(f"tile_overlap must be a non-negative int, got {tile_overlap!r}")
+    dev = _resolve_device(device)
+    fn, multiple, dtype, pixelwise = _method_fn(method, weights, dev, precision, options)
+
+    ir_t, ir_kind = to_chw_tensor(ir, name="ir")
+    vis_t, vis_kind = to_chw_tensor(vis, name="vis")
+    if ir_t.shape[-2:] != vis_t.shape[-2:] and resize is None:
+        raise ValueError(
+            f"ir and vis differ in size: ir is {ir_t.shape[-2]}x{ir_t.shape[-1]} (HxW), vis is "
+            f"{vis_t.shape[-2]}x{vis_t.shape[-1]}; align them or pass resize='ir_to_vis' or 'vis_to_ir'"
+        )
+    if ir_range is None and ir_kind == "uint16":
+        ir_range = "auto"  # type: ignore[assignment]
+    ir01 = to_unit_range(ir_t.to(dev), ir_kind, name="ir", value_range=ir_range)
+    vis01 = to_unit_range(vis_t.to(dev), vis_kind, name="vis")
+    if resize == "ir_to_vis":
+        ir01 = _resample(ir01, vis01.shape[-2:])
+    elif resize == "vis_to_ir":
+        vis01 = _resample(vis01, ir01.shape[-2:])
+
+    ir_y, ir_chroma = _luma_and_chroma(ir01)
+    vis_y, vis_chroma = _luma_and_chroma(vis01)
+    fused_y = _run(fn, ir_y[None], vis_y[None], dev, dtype, multiple, tile_size, tile_overlap,
+                   method, weights, pixelwise)[0]
+
+    chroma = vis_chroma if vis_chroma is not None else ir_chroma
+    if chroma is not None:
+        out = ycbcr_to_rgb(torch.cat([fused_y, chroma.to(fused_y.dtype)], dim=0))
+    elif vis01.shape[0] == 3:
+        out = fused_y.expand(3, -1, -1)
+    else:
+        out = fused_y
+    return from_unit_range(out, vis_kind)
+
+
+def _run(
+    fn: Callable[..., torch.Tensor],
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+    multiple: int,
+    tile_size: Optional[int],
+    tile_overlap: int,
+    method: str,
+    weights: Any,
+    pixelwise: bool,
+) -> torch.Tensor:
+    h, w = ir.shape[-2:]
+    if tile_size is None and device.type == "cuda" and not pixelwise and method in list_models():
+        wkey = _weights_key(weights) or _default_weight(method)
+        bpp = _probe_cuda_bytes_per_pixel(method, wkey, str(device), dtype)
+        free, _ = torch.cuda.mem_get_info(device)
+        tile_size = auto_tile_size(bpp, free_bytes=free, size_multiple=multiple)
+    if device.type == "cuda":
+        ir = ir.contiguous(memory_format=torch.channels_last)
+        vis = vis.contiguous(memory_format=torch.channels_last)
+    with _autocast(device, dtype):
+        if tile_size is not None and (h > tile_size or w > tile_size):
+            out = tiled_apply(fn, ir, vis, tile_size=tile_size, overlap=tile_overlap, size_multiple=multiple)
+        else:
+            out = fn(ir, vis)
+    return out.float().clamp_(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# fuse_dir
+
+
+@dataclass
+class FuseDirReport:
+    """Outcome of :func:`fuse_dir`."""
+
+    written: List[Path] = field(default_factory=list)
+    skipped: List[Path] = field(default_factory=list)
+    unmatched_ir: List[Path] = field(default_factory=list)
+    unmatched_vis: List[Path] = field(default_factory=list)
+    failed: List[Tuple[str, str]] = field(default_factory=list)  # (stem, message)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _images_by_stem(folder: Path, name: str) -> Dict[str, Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{name}: no such directory: {str(folder)!r}")
+    found: Dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
+            if path.stem in found:
+                raise ValueError(
+                    f"{name}: two images share the stem {path.stem!r}: {found[path.stem].name}, {path.name}"
+                )
+            found[path.stem] = path
+    return found
+
+
+def pair_files(
+    ir_dir: Union[str, os.PathLike], vis_dir: Union[str, os.PathLike]
+) -> Tuple[List[Tuple[str, Path, Path]], List[Path], List[Path]]:
+    """Pair the images of two folders by file stem (``FLIR_001.jpg`` <-> ``FLIR_001.png``).
+
+    Returns ``(pairs, unmatched_ir, unmatched_vis)`` with ``pairs`` as ``(stem, ir, vis)`` sorted by stem.
+    """
+    irs = _images_by_stem(Path(ir_dir), "ir_dir")
+    viss = _images_by_stem(Path(vis_dir), "vis_dir")
+    pairs = [(s, irs[s], viss[s]) for s in sorted(irs.keys() & viss.keys())]
+    return (
+        pairs,
+        [irs[s] for s in sorted(irs.keys() - viss.keys())],
+        [viss[s] for s in sorted(viss.keys() - irs.keys())],
+    )
+
+
+def fuse_dir(
+    ir_dir: Union[str, os.PathLike],
+    vis_dir: Union[str, os.PathLike],
+    out_dir: Union[str, os.PathLike],
+    method: str = DEFAULT_METHOD,
+    *,
+    ext: str = ".png",
+    existing: str = "error",
+    progress: bool = False,
+    **fuse_kwargs: Any,
+) -> FuseDirReport:
+    """Fuse every pair of two folders (matched by file stem) into ``out_dir/<stem><ext>``.
+
+    Args:
+        existing: what to do when an output exists: ``"error"`` (raise ``FileExistsError`` before
+            fusing anything), ``"skip"`` or ``"overwrite"``.
+        progress: draw a progress bar on stderr.
+        fuse_kwargs: passed to :func:`fuse` (``device``, ``tile_size``, ``weights``, options ...).
+
+    Each output is written atomically (temporary name, then rename), so an interrupted run never
+    leaves a partial image under an output name. A pair that fails (unreadable file, size
+    mismatch) is recorded in ``report.failed`` and the others continue; unmatched files are listed
+    in ``report.unmatched_ir`` / ``report.unmatched_vis``.
+    """
+    if existing not in ("error", "skip", "overwrite"):
+        raise ValueError(f"existing must be 'error', 'skip' or 'overwrite', got {existing!r}")
+    if not ext.startswith("."):
+        ext = "." + ext
+    pairs, unmatched_ir, unmatched_vis = pair_files(ir_dir, vis_dir)
+    out = Path(out_dir)
+    report = FuseDirReport(unmatched_ir=unmatched_ir, unmatched_vis=unmatched_vis)
+    targets = [(stem, ir, vis, out / f"{stem}{ext}") for stem, ir, vis in pairs]
+    if existing == "error":
+        clash = [t for *_, t in targets if t.exists()]
+        if clash:
+            more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+            raise FileExistsError(
+                f"out_dir: {len(clash)} output(s) exist already ({', '.join(p.name for p in clash[:3])}{more}); "
+                "choose existing='skip' or 'overwrite'"
+            )
+    # Build the method once (weights, device) so errors surface before any file is written.
+    _method_fn(method, fuse_kwargs.get("weights"), _resolve_device(fuse_kwargs.get("device")),
+               fuse_kwargs.get("precision"), {k: v for k, v in fuse_kwargs.items() if k not in _FUSE_KWARGS})
+    from ._progress import ProgressBar
+
+    with ProgressBar(len(targets), "fusing", enabled=progress) as bar:
+        for stem, ir, vis, target in targets:
+            if existing == "skip" and target.exists():
+                report.skipped.append(target)
+            else:
+                try:
+                    fused = fuse(ir, vis, method, **fuse_kwargs)
+                    report.written.append(write_image(target, fused))
+                except (ValueError, TypeError, OSError) as exc:
+                    report.failed.append((stem, str(exc)))
+            bar.update(1)
+    return report
+
+
+_FUSE_KWARGS = {"device", "tile_size", "tile_overlap", "resize", "ir_range", "weights", "precision"}

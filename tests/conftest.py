@@ -1,0 +1,47 @@
+"""Shared fixtures. ``../shared`` (data and reference fixtures) sits next to the repository root;
+tests that need it skip when it is absent."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+VAL_DIR = SHARED / "data" / "ivif" / "val" / "roadscene"
+REFERENCE_DIR = SHARED / "reference"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"fixture folder {path} not available")
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def val_pair() -> tuple:
+    """(ir_path, vis_path) of the first validation pair (8-bit grey IR, RGB visible JPEGs)."""
+    d = require(VAL_DIR)
+    ir = sorted((d / "ir").iterdir())[0]
+    return ir, d / "vi" / ir.name
+
+
+def smooth_image(rng: np.random.Generator, h: int, w: int, channels: int = 0) -> np.ndarray:
+    """A random but spatially smooth uint8 image (more realistic than white noise)."""
+    shape = (h, w, channels) if channels else (h, w)
+    coarse = rng.random((max(h // 8, 2), max(w // 8, 2)) + shape[2:])
+    t = torch.from_numpy(coarse).float()
+    t = t.permute(2, 0, 1)[None] if channels else t[None, None]
+    up = torch.nn.functional.interpolate(t, size=(h, w), mode="bicubic", align_corners=False)[0]
+    arr = up.permute(1, 2, 0).numpy() if channels else up[0].numpy()
+    noise = rng.normal(0, 0.03, arr.shape)
+    return np.clip((arr + noise) * 255, 0, 255).round().astype(np.uint8)
