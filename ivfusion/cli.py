@@ -109,8 +109,12 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     if not (args.ir_dir and args.vis_dir and args.out_dir):
         raise CLIError("batch mode needs --ir-dir, --vis-dir and --out-dir")
     existing = "overwrite" if args.overwrite else "skip" if args.skip_existing else "error"
-    report = fuse_dir(args.ir_dir, args.vis_dir, args.out_dir, args.method, ext=args.ext,
-                      existing=existing, progress=not args.no_progress, **kwargs)
+    try:
+        report = fuse_dir(args.ir_dir, args.vis_dir, args.out_dir, args.method, ext=args.ext,
+                          existing=existing, progress=not args.no_progress, **kwargs)
+    except FileExistsError as exc:
+        raise CLIError(str(exc).replace("choose existing='skip' or 'overwrite'",
+                                        "pass --skip-existing or --overwrite")) from exc
     for path in report.unmatched_ir:
         print(f"warning: no visible image for {path.name}", file=sys.stderr)
     for path in report.unmatched_vis:
