@@ -114,13 +114,15 @@ def guided_filter(p: torch.Tensor, guide: torch.Tensor, radius: int, eps: float)
     Both ``(B, C, H, W)`` (guide broadcastable). Box windows ``(2r+1)^2`` clipped at the border;
     ``eps`` regularises the local linear model (on the scale of the guide's values).
     """
-    mean_i = box_mean2d(guide, radius)
-    mean_p = box_mean2d(p, radius)
-    cov_ip = box_mean2d(guide * p, radius) - mean_i * mean_p
-    var_i = box_mean2d(guide * guide, radius) - mean_i * mean_i
-    a = cov_ip / (var_i + eps)
+    guide = guide.expand_as(p)
+    c = p.shape[1]
+    # One box pass over the four statistics stacked along channels, one over (a, b).
+    stats = box_mean2d(torch.cat([guide, p, guide * p, guide * guide], dim=1), radius)
+    mean_i, mean_p, corr_ip, corr_ii = stats.split(c, dim=1)
+    a = (corr_ip - mean_i * mean_p) / (corr_ii - mean_i * mean_i + eps)
     b = mean_p - a * mean_i
-    return box_mean2d(a, radius) * guide + box_mean2d(b, radius)
+    mean_a, mean_b = box_mean2d(torch.cat([a, b], dim=1), radius).split(c, dim=1)
+    return mean_a * guide + mean_b
 
 
 def fuse_guided(
