@@ -1,0 +1,34 @@
+"""The README's Python examples run as written (in a scratch folder holding the files they name)."""
+import re
+
+import numpy as np
+import pytest
+
+from .conftest import REPO_ROOT, smooth_image
+from ivfusion.io import write_image
+
+README = REPO_ROOT / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch, rng):
+    """The files the README's examples refer to."""
+    write_image(tmp_path / "ir.png", smooth_image(rng, 48, 64))
+    write_image(tmp_path / "vis.jpg", smooth_image(rng, 48, 64, channels=3))
+    write_image(tmp_path / "pet.png", smooth_image(rng, 48, 64, channels=3))
+    write_image(tmp_path / "mri.png", smooth_image(rng, 48, 64))
+    for sub, ch in (("ir", 0), ("vi", 3)):
+        for stem in ("0001", "0002"):
+            write_image(tmp_path / "data" / sub / f"{stem}.png", smooth_image(rng, 48, 64, channels=ch))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_readme_has_examples():
+    assert len(BLOCKS) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_python_block_runs(index, scratch):
+    exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {"__name__": "__readme__"})
