@@ -8,10 +8,24 @@
 from ._registry import (
     FusionNet,
     ModelInfo,
+    count_parameters,
     create_model,
     get_model_info,
     list_models,
+    measure_flops,
     register_model,
 )
 
-__all__ = ["FusionNet", "ModelInfo", "create_model", "get_model_info", "list_models", "register_model"]
+__all__ = [
+    "FusionNet",
+    "ModelInfo",
+    "count_parameters",
+    "create_model",
+    "get_model_info",
+    "list_models",
+    "measure_flops",
+    "register_model",
+]
+
+from . import didfuse, fiscnet  # noqa: F401,E402  (registers the models)
+from . import f3net, refinefuse  # noqa: F401,E402  (registers the models)

@@ -6,14 +6,23 @@ and ``create_model`` are the public entry points.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
 
 import torch
 from torch import nn
 
 from ..tiling import pad_to_multiple
 
-__all__ = ["FusionNet", "ModelInfo", "register_model", "list_models", "get_model_info", "create_model"]
+__all__ = [
+    "FusionNet",
+    "ModelInfo",
+    "register_model",
+    "list_models",
+    "get_model_info",
+    "create_model",
+    "count_parameters",
+    "measure_flops",
+]
 
 
 class FusionNet(nn.Module):
@@ -30,6 +39,9 @@ class FusionNet(nn.Module):
 
     #: Total stride of the network; set by :func:`register_model`.
     size_multiple: int = 1
+    #: Prefixes of parameter names that take no part in ``forward`` by design (kept only so that
+    #: official weights load with ``strict=True``); they get no gradient.
+    unused_parameter_prefixes: Tuple[str, ...] = ()
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, **options: Any) -> torch.Tensor:
         if ir.ndim != 4 or ir.shape[1] != 1 or vis_y.shape != ir.shape:
@@ -150,3 +162,65 @@ def create_model(
     if device is not None:
         model.to(device)
     return model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of parameter values of ``model`` (only those with ``requires_grad`` by default).
+
+    Buffers (BatchNorm running statistics, fixed permutations) are not parameters and never counted.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def measure_flops(
+    name_or_model: Union[str, FusionNet],
+    height: int = 480,
+    width: int = 640,
+    *,
+    batch_size: int = 1,
+    **forward_options: Any,
+) -> float:
+    """GFLOPs of one forward pass on ``(batch_size, 1, height, width)`` inputs, as counted by
+    :class:`torch.utils.flop_counter.FlopCounterMode`.
+
+    Torch counts convolutions and matrix products at 2 FLOPs per multiply-accumulate (so the result is
+    ``2 x MACs / 1e9``); element-wise ops, pooling, interpolation, normalisation and FFTs are not
+    counted. The pass runs on shape-only ``meta`` tensors (no compute, no memory) when the network
+    supports it, otherwise on a copy on the model's device. ``forward_options`` go to ``forward``.
+    """
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if isinstance(name_or_model, str):
+        info = get_model_info(name_or_model)
+        model: nn.Module = info.cls(**info.default_config)
+    elif isinstance(name_or_model, nn.Module):
+        model = name_or_model
+    else:
+        raise TypeError(f"name_or_model must be a model name or an nn.Module, got {type(name_or_model).__name__}")
+    for arg, value in (("height", height), ("width", width), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{arg} must be a positive int, got {value!r}")
+
+    def count(net: nn.Module, device: torch.device) -> int:
+        x = torch.zeros(batch_size, 1, height, width, device=device)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            net(x, x, **forward_options)
+        return counter.get_total_flops()
+
+    was_training = model.training
+    try:
+        flops = count(copy.deepcopy(model).eval().to("meta"), torch.device("meta"))
+    except (NotImplementedError, RuntimeError):
+        # Data-dependent ops (``.item()``, ...) have no meta kernel: count on real tensors instead.
+        device = next(model.parameters()).device
+        model.eval()
+        try:
+            flops = count(model, device)
+        finally:
+            model.train(was_training)
+    return flops / 1e9
