@@ -20,10 +20,13 @@ __all__ = [
     "filter2d",
     "separable_filter2d",
     "gaussian_blur2d",
+    "local_variance2d",
     "box_sum2d",
     "box_mean2d",
     "sobel",
     "ssim_map",
+    "fft_filter2d",
+    "next_fast_len",
 ]
 
 #: Sobel kernels as cross-correlation (how ``conv2d`` applies them), MODELS.md section 0.
@@ -93,17 +96,26 @@ def gaussian_blur2d(x: torch.Tensor, size: int, sigma: float, padding: str = "ze
     return separable_filter2d(x, k, k, padding)
 
 
+def local_variance2d(x: torch.Tensor, size: int, sigma: float, padding: str = "reflect") -> torch.Tensor:
+    """Window-weighted local variance ``max(g * x^2 - (g * x)^2, 0)`` under a normalised
+    ``size x size`` Gaussian ``g`` (std ``sigma``), per channel of a ``(B, C, H, W)`` tensor.
+
+    Same shape as ``x`` for the same-size padding modes. Differentiable (the clamp passes no
+    gradient where the variance rounds below zero).
+    """
+    k = gaussian_kernel1d(size, sigma, dtype=x.dtype, device=x.device)
+    c = x.shape[1]
+    mu, ex2 = separable_filter2d(torch.cat([x, x * x], dim=1), k, k, padding).split(c, dim=1)
+    return (ex2 - mu * mu).clamp_min(0.0)
+
+
 def _box_sum_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
-    # Sum over [i - r, i + r] clipped to the image, by differences of a cumulative sum: O(1) per pixel
-    # whatever the radius.
+    # Sum over [i - r, i + r] clipped to the image: zero-pad by r, take a cumulative sum with a
+    # leading zero, and difference it at distance 2r + 1. O(1) per pixel whatever the radius.
     n = x.shape[dim]
-    c = torch.cumsum(x, dim=dim)
-    zero = torch.zeros_like(c.narrow(dim, 0, 1))
-    c = torch.cat([zero, c], dim=dim)  # c[k] = sum of x[:k]
-    idx = torch.arange(n, device=x.device)
-    hi = (idx + radius + 1).clamp(max=n)
-    lo = (idx - radius).clamp(min=0)
-    return c.index_select(dim, hi) - c.index_select(dim, lo)
+    pad = [0, 0] * (x.ndim - 1 - (dim % x.ndim)) + [radius + 1, radius]
+    c = torch.cumsum(F.pad(x, pad), dim=dim)  # c[k] = sum of padded x[:k]
+    return c.narrow(dim, 2 * radius + 1, n) - c.narrow(dim, 0, n)
 
 
 def box_sum2d(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -112,16 +124,21 @@ def box_sum2d(x: torch.Tensor, radius: int) -> torch.Tensor:
     Cost is independent of ``radius`` (cumulative sums); accumulates in float64 for float32 input
     so large windows keep their precision.
     """
-    acc = x.double() if x.dtype == torch.float32 else x
-    out = _box_sum_1d(_box_sum_1d(acc, radius, -2), radius, -1)
+    acc = x.double() if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else x
+    out = _box_sum_1d(_box_sum_1d(acc, radius, x.ndim - 2), radius, x.ndim - 1)
     return out.to(x.dtype)
+
+
+def _window_counts(n: int, radius: int, device, dtype) -> torch.Tensor:
+    i = torch.arange(n, device=device)
+    return ((i + radius).clamp(max=n - 1) - (i - radius).clamp(min=0) + 1).to(dtype)
 
 
 def box_mean2d(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over the ``(2r+1)^2`` window, counting only pixels inside the image (He et al.'s box filter)."""
     h, w = x.shape[-2:]
-    ones = torch.ones((1, 1, h, w), dtype=x.dtype, device=x.device)
-    return box_sum2d(x, radius) / box_sum2d(ones, radius)
+    count = _window_counts(h, radius, x.device, x.dtype)[:, None] * _window_counts(w, radius, x.device, x.dtype)
+    return box_sum2d(x, radius) / count
 
 
 def sobel(x: torch.Tensor, padding: str = "zero", normalized: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -188,3 +205,43 @@ def ssim_map(
     den = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
     return num / den
 
+
+def next_fast_len(n: int) -> int:
+    """Smallest ``m >= n`` of the form ``2^a 3^b 5^c`` (a size every FFT backend handles quickly)."""
+    if n < 1:
+        raise ValueError(f"next_fast_len needs n >= 1, got {n}")
+    best = 1 << (n - 1).bit_length()  # a power of two is always a candidate
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor, padding: str = "valid") -> torch.Tensor:
+    """Depth-wise 2-D cross-correlation of every channel of ``x`` with one ``(kh, kw)`` kernel, by FFT.
+
+    Same result as :func:`filter2d` (up to floating-point round-off, relative to the largest input
+    value) at a cost independent of the kernel size, which pays off for large kernels and for
+    ``float64`` (CPU convolutions in double precision are slow). ``x`` is ``(B, C, H, W)``; with the
+    default ``"valid"`` the output is ``(B, C, H - kh + 1, W - kw + 1)``.
+    """
+    kh, kw = kernel.shape[-2:]
+    if padding != "valid":
+        x = pad2d(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), padding)
+    h, w = x.shape[-2:]
+    if h < kh or w < kw:
+        raise ValueError(f"fft_filter2d: a {kh}x{kw} kernel does not fit a {h}x{w} image")
+    # Circular correlation on a zero-padded grid; the valid outputs never wrap around, so padding
+    # to a fast length changes nothing but the speed.
+    fh, fw = next_fast_len(h), next_fast_len(w)
+    spec = torch.fft.rfft2(x, s=(fh, fw))
+    kspec = torch.fft.rfft2(kernel.to(dtype=x.dtype, device=x.device), s=(fh, fw))
+    out = torch.fft.irfft2(spec * kspec.conj(), s=(fh, fw))
+    return out[..., : h - kh + 1, : w - kw + 1]
