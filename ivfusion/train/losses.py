@@ -1,0 +1,267 @@
+"""Training losses of the four networks, exactly as ``MODELS.md`` specifies them.
+
+Every loss takes ``(B, 1, H, W)`` luminance tensors in ``[0, 1]`` (``F`` fused, ``I`` infrared,
+``V`` visible Y) and returns ``(total, terms)``: the scalar to minimise and a dict of its named,
+**unweighted** terms (detached scalars, for logging). "mean" is over batch and pixels. Half-precision
+inputs are promoted to float32 (losses are always evaluated in at least float32); float64 stays
+float64. All pieces are differentiable torch code built on :mod:`ivfusion.filters`.
+
+=============  =====================================================================  ==========
+network        loss                                                                   MODELS.md
+=============  =====================================================================  ==========
+F3Net          ``1 L_pixel + 100 L_gradient + 10 L_ssim``                              4.7
+DIDFuse        reconstruction (MSE + 5 SSIM) x 2, feature decomposition, VIS gradient  2.5
+RefineFuse     ``5 L_int + L_text`` with contrast masks                                5.7
+FISCNet        ``3 L_mask + 10 L_max + 10 L_grad`` with VSM saliency maps              3.8
+=============  =====================================================================  ==========
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+
+from ..filters import local_variance2d, sobel, ssim_map
+
+__all__ = [
+    "LossOutput",
+    "LOSS_TERMS",
+    "sobel_l1_magnitude",
+    "ssim_loss_map",
+    "contrast_mask",
+    "f3net_loss",
+    "didfuse_loss",
+    "refinefuse_loss",
+    "fiscnet_loss",
+]
+
+LossOutput = Tuple[torch.Tensor, Dict[str, torch.Tensor]]
+
+#: Names of the logged terms of each method's loss, in a fixed order (``"loss"`` is the total).
+LOSS_TERMS: Dict[str, Tuple[str, ...]] = {
+    "f3net": ("pixel", "gradient", "ssim"),
+    "didfuse": ("rec_ir", "rec_vis", "background", "detail", "gradient"),
+    "refinefuse": ("intensity", "texture"),
+    "fiscnet": ("mask", "max", "gradient"),
+}
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _promote(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _check(names: Sequence[str], *tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    ref = tensors[0]
+    for name, t in zip(names, tensors):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor in [0, 1], got {t.dtype}")
+        if t.ndim != 4 or t.shape[1] != 1:
+            raise ValueError(f"{name}: expected shape (B, 1, H, W), got {tuple(t.shape)}")
+        if t.shape != ref.shape:
+            raise ValueError(f"{name}: shape {tuple(t.shape)} differs from {names[0]}'s {tuple(ref.shape)}")
+    return tuple(_promote(t) for t in tensors)
+
+
+def _terms(**values: torch.Tensor) -> Dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in values.items()}
+
+
+def sobel_l1_magnitude(x: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
+    """``G(X) = |S_x * X| + |S_y * X|`` (unnormalised Sobel, MODELS.md 1.5), same shape as ``x``."""
+    gx, gy = sobel(x, padding=padding)
+    return gx.abs() + gy.abs()
+
+
+def ssim_loss_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM map of MODELS.md 1.5: Gaussian window 11 (sigma 1.5), ``L = 1``, zero "same" padding."""
+    return ssim_map(x, y, window="gaussian", size=11, sigma=1.5, data_range=1.0, padding="zero")
+
+
+@torch.no_grad()
+def contrast_mask(ir: torch.Tensor, vis: torch.Tensor, *, size: int = 9, sigma: float = 1.5) -> torch.Tensor:
+    """RefineFuse's contrast-mask fallback (MODELS.md 5.7, C-RF-10): ``M_I = 1[var_I > var_V]``.
+
+    ``var_X = max(g * X^2 - (g * X)^2, 0)`` with ``g`` a normalised ``size x size`` Gaussian
+    (std ``sigma``) and reflect padding; ties go to the visible image. Returns a float ``{0, 1}``
+    tensor shaped like ``ir``, without gradient.
+    """
+    ir, vis = _check(("ir", "vis"), ir, vis)
+    var = local_variance2d(torch.cat([ir, vis], dim=1), size, sigma, padding="reflect")
+    return (var[:, :1] > var[:, 1:]).to(ir.dtype)
+
+
+# ------------------------------------------------------------------------------------ F3Net
+
+
+def f3net_loss(
+    fused: torch.Tensor,
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    *,
+    weights: Sequence[float] = (1.0, 100.0, 10.0),
+) -> LossOutput:
+    """F3Net (MODELS.md 4.7): ``w1 L_pixel + w2 L_gradient + w3 L_ssim``, weights ``(1, 100, 10)``.
+
+    * ``L_pixel = mean((F - I)^2) + mean((F - V)^2)``
+    * ``L_gradient = mean((G(F) - max(G(I), G(V)))^2)``, ``G`` the L1 Sobel magnitude, reflect pad 1
+    * ``L_ssim = 1 - mean(SSIM(F, max(I, V)))`` (SSIM of MODELS.md 1.5)
+
+    Terms: ``pixel``, ``gradient``, ``ssim``.
+    """
+    fused, ir, vis = _check(("fused", "ir", "vis"), fused, ir, vis)
+    w1, w2, w3 = (float(w) for w in weights)
+    pixel = (fused - ir).square().mean() + (fused - vis).square().mean()
+    g_src = torch.maximum(sobel_l1_magnitude(ir), sobel_l1_magnitude(vis))
+    gradient = (sobel_l1_magnitude(fused) - g_src).square().mean()
+    ssim = 1.0 - ssim_loss_map(fused, torch.maximum(ir, vis)).mean()
+    total = w1 * pixel + w2 * gradient + w3 * ssim
+    return total, _terms(pixel=pixel, gradient=gradient, ssim=ssim)
+
+
+# ------------------------------------------------------------------------------------ DIDFuse
+
+
+def _reconstruction(x: torch.Tensor, x_hat: torch.Tensor, lam: float) -> torch.Tensor:
+    # f(X, X^) = MSE + lam * mean(clamp((1 - ssim) / 2, 0, 1))   (C-DID-4)
+    ssim_term = ((1.0 - ssim_loss_map(x, x_hat)) / 2.0).clamp(0.0, 1.0).mean()
+    return (x - x_hat).square().mean() + lam * ssim_term
+
+
+def _feature_gap(p: torch.Tensor, q: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "l1":
+        return (p - q).abs().mean()
+    return (p - q).square().mean()
+
+
+def didfuse_loss(
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    ir_hat: torch.Tensor,
+    vis_hat: torch.Tensor,
+    feats_ir: Sequence[torch.Tensor],
+    feats_vis: Sequence[torch.Tensor],
+    *,
+    alpha1: float = 0.5,
+    alpha2: float = 2.0,
+    alpha3: float = 2.0,
+    alpha4: float = 10.0,
+    lam: float = 5.0,
+    feature_norm: str = "l1",
+) -> LossOutput:
+    """DIDFuse auto-encoder loss (MODELS.md 2.5, official-code form)::
+
+        L = a2 f(I, I^) + a3 f(V, V^) + tanh(gap(B_I, B_V)) - a1 tanh(gap(D_I, D_V)) + a4 l1(grad V, grad V^)
+
+    ``f(X, X^) = mean((X - X^)^2) + lam * mean(clamp((1 - ssim_map) / 2, 0, 1))``; ``grad`` the
+    normalised Sobel pair (kernels / 8, replicate padding, both components, mean over all of them);
+    ``gap`` the mean absolute difference (``feature_norm="l1"``, code, default) or the mean squared
+    difference (``"l2"``: the paper's squared L2 norm, divided by the element count so ``tanh`` does
+    not saturate). ``alpha1 = 0.5`` is the code's value (the paper says 0.05).
+
+    Args:
+        ir, vis: the two source images ``(B, 1, H, W)``.
+        ir_hat, vis_hat: their reconstructions (each decoded from its own features).
+        feats_ir, feats_vis: the encoder outputs ``(F1, F2, B, D)`` of each image.
+
+    Terms: ``rec_ir``, ``rec_vis`` (``f`` values), ``background``, ``detail`` (the ``tanh`` values),
+    ``gradient``.
+    """
+    ir, vis, ir_hat, vis_hat = _check(("ir", "vis", "ir_hat", "vis_hat"), ir, vis, ir_hat, vis_hat)
+    if feature_norm not in ("l1", "l2"):
+        raise ValueError(f"feature_norm: expected 'l1' or 'l2', got {feature_norm!r}")
+    if len(feats_ir) != 4 or len(feats_vis) != 4:
+        raise ValueError(
+            f"feats_ir, feats_vis: expected the 4 encoder outputs (F1, F2, B, D), got {len(feats_ir)} and {len(feats_vis)}"
+        )
+    b_ir, d_ir = (_promote(t) for t in feats_ir[2:])
+    b_vis, d_vis = (_promote(t) for t in feats_vis[2:])
+    if b_ir.shape != b_vis.shape or d_ir.shape != d_vis.shape:
+        raise ValueError("feats_ir, feats_vis: feature maps of the two images differ in shape")
+
+    rec_ir = _reconstruction(ir, ir_hat, lam)
+    rec_vis = _reconstruction(vis, vis_hat, lam)
+    background = torch.tanh(_feature_gap(b_ir, b_vis, feature_norm))
+    detail = torch.tanh(_feature_gap(d_ir, d_vis, feature_norm))
+    gx, gy = sobel(vis, padding="replicate", normalized=True)
+    hx, hy = sobel(vis_hat, padding="replicate", normalized=True)
+    gradient = ((gx - hx).abs().mean() + (gy - hy).abs().mean()) / 2.0  # mean over (B, 1, 2, H, W)
+    total = alpha2 * rec_ir + alpha3 * rec_vis + background - alpha1 * detail + alpha4 * gradient
+    return total, _terms(rec_ir=rec_ir, rec_vis=rec_vis, background=background, detail=detail, gradient=gradient)
+
+
+# ------------------------------------------------------------------------------------ RefineFuse
+
+
+def refinefuse_loss(
+    fused: torch.Tensor,
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    *,
+    mask_ir: Optional[torch.Tensor] = None,
+    lam: float = 5.0,
+    mask_window: int = 9,
+    mask_sigma: float = 1.5,
+) -> LossOutput:
+    """RefineFuse (MODELS.md 5.7): ``lam L_int + L_text`` with ``lam = 5``.
+
+    * ``L_int = mean|M_I (F - I)| + mean|M_V (F - V)|``, ``M_V = 1 - M_I``
+    * ``L_text = sum over d in {x, y} of mean| |S_d * F| - max(|S_d * I|, |S_d * V|) |``
+      (unnormalised Sobel per direction, reflect padding 1)
+
+    ``mask_ir`` (``M_I``, ``{0, 1}``, shaped like ``ir``) defaults to :func:`contrast_mask` of the
+    sources, computed here on their device (batched, no gradient). Terms: ``intensity``, ``texture``.
+    """
+    fused, ir, vis = _check(("fused", "ir", "vis"), fused, ir, vis)
+    if mask_ir is None:
+        mask_ir = contrast_mask(ir, vis, size=mask_window, sigma=mask_sigma)
+    else:
+        (mask_ir,) = _check(("mask_ir",), mask_ir.to(fused.dtype) if mask_ir.dtype == torch.bool else mask_ir)
+        if mask_ir.shape != fused.shape:
+            raise ValueError(f"mask_ir: shape {tuple(mask_ir.shape)} differs from fused's {tuple(fused.shape)}")
+    mask_vis = 1.0 - mask_ir
+    intensity = (mask_ir * (fused - ir)).abs().mean() + (mask_vis * (fused - vis)).abs().mean()
+    fx, fy = sobel(fused, padding="reflect")
+    ix, iy = sobel(ir, padding="reflect")
+    vx, vy = sobel(vis, padding="reflect")
+    texture = (fx.abs() - torch.maximum(ix.abs(), vx.abs())).abs().mean() + (
+        fy.abs() - torch.maximum(iy.abs(), vy.abs())
+    ).abs().mean()
+    total = lam * intensity + texture
+    return total, _terms(intensity=intensity, texture=texture)
+
+
+# ------------------------------------------------------------------------------------ FISCNet
+
+
+def fiscnet_loss(
+    fused: torch.Tensor,
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    mask_vis: torch.Tensor,
+    *,
+    weights: Sequence[float] = (3.0, 10.0, 10.0),
+) -> LossOutput:
+    """FISCNet (MODELS.md 3.8): ``3 L_mask + 10 L_max + 10 L_grad`` on the **clamped** output ``F``.
+
+    * ``L_mask = mean|M_v V - F| + mean|F - M_i I|`` with ``M_i = 1 - 1[M_v = 1]`` (an exact equality;
+      the unmasked ``F`` is compared, literally as in the official code)
+    * ``L_max = mean|F - max(V, I)|``
+    * ``L_grad = mean|G(F) - max(G(V), G(I))|``, ``G`` the L1 Sobel magnitude with zero padding 1
+
+    ``mask_vis`` is the visible image's saliency map ``M_v`` in ``[0, 1]`` (8-bit quantised VSM,
+    see :func:`ivfusion.train.data.vsm_saliency`). Terms: ``mask``, ``max``, ``gradient``.
+    """
+    fused, ir, vis, mask_vis = _check(("fused", "ir", "vis", "mask_vis"), fused, ir, vis, mask_vis)
+    w_mask, w_max, w_grad = (float(w) for w in weights)
+    mask_ir = 1.0 - (mask_vis == 1.0).to(fused.dtype)
+    mask = (mask_vis * vis - fused).abs().mean() + (fused - mask_ir * ir).abs().mean()
+    max_term = (fused - torch.maximum(vis, ir)).abs().mean()
+    g_src = torch.maximum(sobel_l1_magnitude(vis, "zero"), sobel_l1_magnitude(ir, "zero"))
+    gradient = (sobel_l1_magnitude(fused, "zero") - g_src).abs().mean()
+    total = w_mask * mask + w_max * max_term + w_grad * gradient
+    return total, _terms(mask=mask, max=max_term, gradient=gradient)

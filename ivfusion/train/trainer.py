@@ -1,0 +1,744 @@
+"""The training loop: one :class:`Trainer` for the four networks.
+
+A run lives in one directory (``config.out``)::
+
+    config.json / config.yaml   the full configuration (YAML only with PyYAML)
+    last.pt                     latest checkpoint (every ``ckpt_every`` steps, at the end, on Ctrl-C)
+    best.pt                     checkpoint with the best validation score so far
+    train_log.csv / .jsonl      mean loss terms and lr every ``log_every`` steps; validation metrics
+    summary.json                best step, metrics, wall time, hardware (written at the end)
+    <name>.safetensors          exported weights (``export``) + <name>.entry.json, its manifest entry
+
+Reproducibility: the data a step sees is a pure function of ``(seed, epoch, index)``
+(:mod:`ivfusion.train.data`), the model is initialised from ``seed``, and a checkpoint stores the
+model, optimiser, scheduler, GradScaler, step, RNG states and the log accumulators. Resuming from
+any checkpoint therefore continues exactly as the uninterrupted run would (bit-identical on CPU;
+on CUDA up to the nondeterminism of cuDNN kernels unless ``deterministic=True``).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import inspect
+import json
+import math
+import os
+import platform
+import random
+import shlex
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+
+import numpy as np
+import torch
+
+from .._progress import ProgressBar
+from ..models import create_model, get_model_info
+from . import losses as L
+from .config import TrainConfig, lr_factor
+from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, find_pairs, load_luma, make_loader
+
+__all__ = ["Trainer", "TrainResult", "train", "DATA_TERMS", "data_folder_name", "hardware_description"]
+
+#: Terms of use of the known training folders (``shared/data/README.md``), by folder name.
+DATA_TERMS: Dict[str, str] = {
+    "llvip": "non-commercial research only",
+    "roadscene": "academic use, cite the papers",
+    "tno": "CC BY 4.0",
+    "msrs": "MIT",
+}
+
+_LOSS_FUNCTIONS = {
+    "f3net": L.f3net_loss,
+    "didfuse": L.didfuse_loss,
+    "refinefuse": L.refinefuse_loss,
+    "fiscnet": L.fiscnet_loss,
+}
+_MAX_INIT_DRAWS = 10
+# Fields that define the training trajectory; a resumed run must agree on them.
+_RUNTIME_FIELDS = {"data", "val", "out", "device", "workers", "val_every", "val_limit", "val_metrics", "val_profile",
+                   "select", "ckpt_every", "log_every", "export", "license", "progress", "compile",
+                   "channels_last", "deterministic"}
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    out: Path
+    #: Optimiser steps done (equals ``total_steps`` when the run finished).
+    step: int
+    total_steps: int
+    finished: bool
+    best_step: Optional[int] = None
+    best_score: Optional[float] = None
+    best_metrics: Dict[str, float] = field(default_factory=dict)
+    #: DIDFuse: validation metrics of the best checkpoint under every fusion rule.
+    rule_metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    best_rule: Optional[str] = None
+    #: Rows of the log (train and val), as written to the CSV/JSONL files in this process.
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    export: Optional[Any] = None
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def data_folder_name(folder: str) -> str:
+    """Short name of a data folder for the manifest: the path from ``ivif``/``medical`` on
+    (``.../data/ivif/train/tno`` -> ``ivif/train/tno``), else the folder's own name."""
+    parts = Path(folder).expanduser().resolve().parts
+    for anchor in ("ivif", "medical"):
+        if anchor in parts:
+            return "/".join(parts[len(parts) - 1 - parts[::-1].index(anchor):])
+    return parts[-1] if parts else str(folder)
+
+
+def _terms_of(folder: str) -> str:
+    return DATA_TERMS.get(Path(folder).name.lower(), "unknown: check the dataset's terms")
+
+
+def hardware_description(device: torch.device) -> str:
+    """``"1x NVIDIA H100 80GB HBM3"`` on CUDA, the CPU model and thread count otherwise."""
+    if device.type == "cuda":
+        return f"1x {torch.cuda.get_device_name(device)}"
+    name = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"CPU {name or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _rng_state(device: torch.device) -> Dict[str, Any]:
+    # Only tensors, numbers, strings, lists and dicts: torch.load(weights_only=True) must read it.
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    version, mt, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if device.type == "cuda" else [],
+        "numpy": [str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [int(version), [int(v) for v in mt], gauss],
+    }
+
+
+def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, mt, gauss = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in mt), gauss))
+
+
+def _resolve_device(name: Optional[str]) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} requested but CUDA is not available")
+    return dev
+
+
+def _resolve_precision(precision: str, device: torch.device, half_ok: bool) -> Optional[torch.dtype]:
+    """The autocast dtype (``None`` = float32 throughout)."""
+    if precision == "auto":
+        if device.type != "cuda" or not half_ok:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp32":
+        return None
+    if not half_ok:
+        raise ValueError(f"precision: {precision!r} is not supported by this network (float32 only)")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision: 'fp16' needs a CUDA device (use 'bf16' or 'fp32' on CPU)")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+class _Log:
+    """CSV + JSON-lines log with a fixed column set."""
+
+    def __init__(self, out: Path, columns: Sequence[str]) -> None:
+        self.csv_path = out / "train_log.csv"
+        self.jsonl_path = out / "train_log.jsonl"
+        self.columns = list(columns)
+        self.rows: List[Dict[str, Any]] = []
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows of steps after ``step`` (written by a run that is being resumed)."""
+        kept: List[str] = []
+        if self.jsonl_path.is_file():
+            for line in self.jsonl_path.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    row = json.loads(line)
+                    # end-of-run rows (DIDFuse's rule comparison) are written again when the run ends
+                    if row.get("step", 0) <= step and not str(row.get("kind", "")).startswith("val_rule"):
+                        kept.append(line)
+        self.jsonl_path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        with open(self.csv_path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore", restval="")
+            writer.writeheader()
+            for line in kept:
+                writer.writerow(json.loads(line))
+
+    def start(self, fresh: bool) -> None:
+        if fresh or not self.csv_path.is_file():
+            with open(self.csv_path, "w", newline="", encoding="utf-8") as fh:
+                csv.DictWriter(fh, fieldnames=self.columns).writeheader()
+            self.jsonl_path.write_text("", encoding="utf-8")
+
+    def write(self, row: Dict[str, Any]) -> None:
+        self.rows.append(row)
+        with open(self.csv_path, "a", newline="", encoding="utf-8") as fh:
+            csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore", restval="").writerow(row)
+        with open(self.jsonl_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+# ------------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """Trains one network on paired data according to a :class:`TrainConfig`.
+
+    Args:
+        config: the run's configuration (see :meth:`TrainConfig.for_method`).
+        resume: continue from ``<out>/last.pt`` (model, optimiser, scheduler, scaler, step, RNG
+            states, best score); the training fields of ``config`` must match the checkpoint's.
+        dataset: an already built :class:`PairedFusionDataset` (default: built from ``config.data``).
+        stream: where the progress bar writes (default stderr).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        dataset: Optional[PairedFusionDataset] = None,
+        stream: Optional[TextIO] = None,
+    ) -> None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+        config.validate()
+        self.config = cfg = config
+        self.method = cfg.method
+        self.out = Path(cfg.out).expanduser()
+        self.stream = stream
+        self.device = _resolve_device(cfg.device)
+        info = get_model_info(cfg.method)
+        self.amp_dtype = _resolve_precision(cfg.precision, self.device, info.half_precision)
+        self.channels_last = self.device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
+
+        loss_fn = _LOSS_FUNCTIONS[cfg.method]
+        accepted = [p.name for p in inspect.signature(loss_fn).parameters.values() if p.kind == p.KEYWORD_ONLY]
+        unknown = sorted(set(cfg.loss) - set(accepted))
+        if unknown:
+            raise ValueError(f"loss: unknown option(s) {', '.join(unknown)} for {cfg.method}; accepted: {', '.join(accepted)}")
+        self.loss_fn = loss_fn
+        self.term_names = ("loss",) + L.LOSS_TERMS[cfg.method]
+
+        if dataset is None:
+            if not cfg.data:
+                raise ValueError("data: expected at least one training folder")
+            dataset = PairedFusionDataset(cfg.data, crop=cfg.crop, crop_mode=cfg.crop_mode, augment=cfg.augment,
+                                          saliency=cfg.saliency, seed=cfg.seed)
+        elif not isinstance(dataset, PairedFusionDataset):
+            raise TypeError(f"dataset: expected a PairedFusionDataset, got {type(dataset).__name__}")
+        else:
+            for name in ("crop", "crop_mode", "augment", "saliency", "seed"):
+                if getattr(dataset, name) != getattr(cfg, name):
+                    raise ValueError(f"dataset: its {name} {getattr(dataset, name)!r} differs from the config's "
+                                     f"{getattr(cfg, name)!r}")
+        self.dataset = dataset
+        self.batches_per_epoch = cfg.batches_per_epoch(len(dataset))
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"batch_size: {cfg.batch_size} exceeds the {len(dataset)} training pairs with drop_last")
+        self.total_steps = cfg.total_steps(len(dataset))
+
+        self.model, self.init_draws = self._init_model()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        unused = tuple(getattr(self.model, "unused_parameter_prefixes", ()))
+        self.params = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith(unused)]
+        self.optimizer = self._build_optimizer()
+        total = self.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_factor(s, total, cfg.schedule, milestones=cfg.milestones, gamma=cfg.gamma,
+                                min_ratio=cfg.min_lr / cfg.lr),
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        # The callables of the forward pass (compiled when asked; the state dict stays self.model's).
+        self._fuse = self.model
+        self._encode = getattr(self.model, "encode", None)
+        self._decode = getattr(self.model, "decode", None)
+        if cfg.compile:
+            if cfg.method == "didfuse":
+                self._encode = torch.compile(self.model.encoder)
+                self._decode = torch.compile(self.model.decoder)
+            else:
+                self._fuse = torch.compile(self.model)
+
+        self.step = 0
+        self.elapsed = 0.0
+        self.best: Dict[str, Any] = {"score": None, "step": None, "metrics": {}}
+        self._acc: Dict[str, torch.Tensor] = {}
+        self._acc_count = 0
+        self._val_cache: Optional[List[Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = None
+        self.val_metrics_names = list(cfg.val_metrics)
+        self._log = _Log(self.out, ["kind", "step", "epoch", "lr", *self.term_names, *self.val_metrics_names,
+                                    "score", "elapsed_s"])
+        self._resumed = False
+        if resume:
+            self.load_checkpoint(self.out / "last.pt")
+            self._resumed = True
+
+    # ------------------------------------------------------------------ building blocks
+
+    def _init_model(self) -> Tuple[torch.nn.Module, int]:
+        """Create the network from the run's seed (part of the reproducible state). For FISCNet with
+        ``redraw_dead_init``, redraw while the clamped output of the first training batch receives
+        no gradient (< 1 % of its raw values inside (0, 1))."""
+        cfg = self.config
+        probe = None
+        for draw in range(_MAX_INIT_DRAWS):
+            seed = cfg.seed if draw == 0 else int(np.random.SeedSequence(cfg.seed, spawn_key=(2, draw)).generate_state(1)[0])
+            torch.manual_seed(seed)
+            model = create_model(cfg.method, **cfg.model).to(self.device).train()
+            if cfg.method != "fiscnet" or not cfg.redraw_dead_init:
+                return model, 1
+            if probe is None:
+                sampler = StepBatchSampler(len(self.dataset), cfg.batch_size, 1, seed=cfg.seed, shuffle=cfg.shuffle,
+                                           drop_last=cfg.drop_last)
+                keys = sampler.batch_at(0)
+                samples = [self.dataset[k] for k in keys]
+                probe = batch_to_device({k: torch.stack([s[k] for s in samples]) for k in samples[0]}, self.device)
+            with torch.no_grad():
+                raw = model.forward_raw(probe["ir"], probe["vis"])
+            if float(((raw > 0) & (raw < 1)).float().mean()) >= 0.01:
+                return model, draw + 1
+        raise RuntimeError(f"fiscnet: {_MAX_INIT_DRAWS} initialisations in a row give an output outside [0, 1] "
+                           "on the first batch; try another seed")
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                   weight_decay=cfg.weight_decay)
+        cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        return cls(self.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+    @property
+    def val_interval(self) -> int:
+        """Steps between validations (0 = only after the last step)."""
+        v = self.config.val_every
+        if v == "auto":
+            return max(1, self.total_steps // 20)
+        if v == "epoch":
+            return self.batches_per_epoch
+        return int(v)
+
+    @property
+    def ckpt_interval(self) -> int:
+        if self.config.ckpt_every is not None:
+            return self.config.ckpt_every
+        if self.config.val is not None and self.val_interval > 0:
+            return self.val_interval
+        return 1000
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def compute_loss(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Forward pass (under autocast) and loss (float32) of one batch already on the device
+        (float ``[0, 1]`` tensors ``"ir"``, ``"vis"`` and, for FISCNet, ``"mask"``)."""
+        ir, vis = batch["ir"], batch["vis"]
+        kw = self.config.loss
+        if self.method == "didfuse":
+            # Separate calls in the official order enc(V), enc(I), dec(V), dec(I): BatchNorm sees
+            # per-modality batches (MODELS.md 2.5).
+            with self._autocast():
+                feats_vis = self._encode(vis)
+                feats_ir = self._encode(ir)
+                vis_hat = self._decode(*feats_vis)
+                ir_hat = self._decode(*feats_ir)
+            return self.loss_fn(ir, vis, ir_hat, vis_hat, feats_ir, feats_vis, **kw)
+        with self._autocast():
+            fused = self._fuse(ir, vis)  # FISCNet: the clamped output, as its loss requires
+        if self.method == "fiscnet":
+            return self.loss_fn(fused, ir, vis, batch["mask"], **kw)
+        return self.loss_fn(fused, ir, vis, **kw)
+
+    def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """One optimiser step on a collated uint8 batch; returns the detached loss terms
+        (``"loss"`` = the total) on the device."""
+        b = batch_to_device(batch, self.device, channels_last=self.channels_last)
+        total, terms = self.compute_loss(b)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return {"loss": total.detach(), **terms}
+
+    # ------------------------------------------------------------------ validation
+
+    def _val_data(self):
+        if self._val_cache is None:
+            from ..metrics import prepare_image
+
+            pairs = find_pairs(self.config.val)
+            if self.config.val_limit is not None:
+                pairs = pairs[: self.config.val_limit]
+            cache = []
+            for p in pairs:
+                ir = torch.from_numpy(load_luma(p.ir, name=f"ir image {p.ir}"))
+                vis = torch.from_numpy(load_luma(p.vis, name=f"visible image {p.vis}"))
+                if ir.shape != vis.shape:
+                    raise ValueError(f"validation pair {p.stem!r}: infrared and visible differ in size")
+                cache.append((
+                    p.stem,
+                    (ir.float() / 255.0)[None, None].to(self.device),
+                    (vis.float() / 255.0)[None, None].to(self.device),
+                    prepare_image(p.ir, name="ir", device=self.device),
+                    prepare_image(p.vis, name="vis", device=self.device),
+                ))
+            self._val_cache = cache
+        return self._val_cache
+
+    def validate(self, **forward_options: Any) -> Dict[str, float]:
+        """Mean validation metrics over ``config.val`` (first ``val_limit`` pairs): full-size luma
+        through the network in eval mode (float32, ``torch.inference_mode``), the output rounded to
+        8 bits, scored with :func:`ivfusion.metrics.evaluate_batch`. ``forward_options`` go to the
+        network (e.g. DIDFuse's ``rule``)."""
+        from ..metrics import evaluate_batch
+
+        if self.config.val is None:
+            raise ValueError("val: no validation folder configured")
+        was_training = self.model.training
+        self.model.eval()
+        sums: Dict[str, float] = {name: 0.0 for name in self.val_metrics_names}
+        pairs = self._val_data()
+        try:
+            with torch.inference_mode():
+                for _, ir, vis, ir_ref, vis_ref in pairs:
+                    fused = self.model(ir, vis, **forward_options).float().clamp(0.0, 1.0)
+                    fused255 = torch.round(fused.double() * 255.0)
+                    scores = evaluate_batch(fused255, ir_ref, vis_ref, self.val_metrics_names,
+                                            profile=self.config.val_profile)
+                    for name, value in scores.items():
+                        sums[name] += float(value.sum())
+        finally:
+            self.model.train(was_training)
+        return {name: total / len(pairs) for name, total in sums.items()}
+
+    def score(self, metrics: Dict[str, float]) -> float:
+        """The best-checkpoint criterion (:attr:`TrainConfig.select`): the sum of those metrics."""
+        from ..metrics.registry import resolve_metrics
+
+        return float(sum(metrics[name] for name in resolve_metrics(self.config.select_metrics)))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The checkpoint dict (everything ``torch.load(..., weights_only=True)`` can read)."""
+        return {
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "method": self.method,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": _rng_state(self.device),
+            "best": dict(self.best),
+            "elapsed_s": float(self.elapsed),
+            "init_draws": self.init_draws,
+            "log_acc": {"count": self._acc_count, "sums": {k: float(v) for k, v in self._acc.items()}},
+            "manifest": self.manifest_fields(),
+            "version": _ivfusion_version(),
+        }
+
+    def save_checkpoint(self, path: Path) -> None:
+        _atomic_save(self.state_dict(), Path(path))
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint` (``weights_only`` load)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"resume: no checkpoint at {str(path)!r}")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt.get("method") != self.method:
+            raise ValueError(f"resume: the checkpoint is for {ckpt.get('method')!r}, not {self.method!r}")
+        saved = ckpt.get("config", {})
+        mine = self.config.to_dict()
+        differ = sorted(k for k in mine if k not in _RUNTIME_FIELDS and saved.get(k) != mine[k])
+        if differ:
+            raise ValueError(
+                "resume: the configuration differs from the checkpoint's in " + ", ".join(
+                    f"{k} ({saved.get(k)!r} there, {mine[k]!r} here)" for k in differ)
+            )
+        if ckpt.get("total_steps") != self.total_steps:
+            raise ValueError(f"resume: the checkpoint was made for {ckpt.get('total_steps')} steps, this run has "
+                             f"{self.total_steps} (different data size?)")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = int(ckpt["step"])
+        self.best = dict(ckpt.get("best") or self.best)
+        self.elapsed = float(ckpt.get("elapsed_s", 0.0))
+        acc = ckpt.get("log_acc") or {}
+        self._acc_count = int(acc.get("count", 0))
+        self._acc = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
+                     for k, v in (acc.get("sums") or {}).items()}
+        _set_rng_state(ckpt["rng"], self.device)
+
+    # ------------------------------------------------------------------ manifest / export
+
+    def manifest_fields(self) -> Dict[str, Any]:
+        """Manifest fields known from the run (training data and terms, licence, recipe, metrics,
+        reproduce command, description); :func:`ivfusion.weights.export_checkpoint` completes them."""
+        cfg = self.config
+        counts: Dict[str, int] = {}
+        for p in self.dataset.pairs:
+            counts[str(p.folder)] = counts.get(str(p.folder), 0) + 1
+        training = [{"folder": data_folder_name(f), "terms": _terms_of(f), "pairs": n} for f, n in counts.items()]
+        terms = sorted({t["terms"] for t in training})
+        license_ = cfg.license or ("weights inherit the terms of their training data: " + "; ".join(
+            f"{t['folder']}: {t['terms']}" for t in training))
+        epochs = self.total_steps / self.batches_per_epoch
+        recipe: Dict[str, Any] = {
+            "crop": cfg.crop, "batch": cfg.batch_size, "lr": float(cfg.lr),
+            "hardware": f"{hardware_description(self.device)}, {self.elapsed / 60.0:.1f} min",
+            "iterations": self.total_steps, "optimizer": cfg.optimizer_description(), "seed": cfg.seed,
+        }
+        if float(epochs).is_integer():
+            recipe["epochs"] = int(epochs)
+        fields: Dict[str, Any] = {
+            "training_data": training,
+            "license": license_,
+            "recipe": recipe,
+            "reproduce": self.reproduce_command(),
+            "description": (f"{cfg.method} trained by ivfusion.train on {', '.join(t['folder'] for t in training)}"
+                            + (f"; best {cfg.select} on {data_folder_name(cfg.val)} at step {self.best['step']}"
+                               if cfg.val and self.best.get("step") is not None else "")
+                            + ("; NON-COMMERCIAL (training data)" if any("non-commercial" in t for t in terms) else "")),
+        }
+        if cfg.val and self.best.get("metrics"):
+            fields["metrics"] = {data_folder_name(cfg.val): {k: float(v) for k, v in self.best["metrics"].items()}}
+        return fields
+
+    def reproduce_command(self) -> str:
+        """``ivfusion train ...`` with every training field that differs from the method's recipe."""
+        cfg = self.config
+        base = TrainConfig.for_method(cfg.method)
+        args = ["ivfusion", "train", cfg.method, "--data", *cfg.data]
+        if cfg.val:
+            args += ["--val", cfg.val]
+        args += ["--out", cfg.out]
+        flags = {"steps": "--steps", "epochs": "--epochs", "batch_size": "--batch-size", "crop": "--crop",
+                 "lr": "--lr", "seed": "--seed", "val_limit": "--val-limit"}
+        mine, ref = cfg.to_dict(), base.to_dict()
+        for key, flag in flags.items():
+            if mine[key] is not None and mine[key] != ref[key]:
+                args += [flag, str(mine[key])]
+        skip = set(flags) | _RUNTIME_FIELDS | {"method", "precision", "channels_last", "deterministic"}
+        for key in mine:
+            if key not in skip and mine[key] != ref[key]:
+                args += ["--set", f"{key}={json.dumps(mine[key])}"]
+        return shlex.join(args)
+
+    def export(self, name: str, checkpoint: Optional[Path] = None):
+        """Export ``checkpoint`` (default: ``best.pt``, else ``last.pt``) through
+        :func:`ivfusion.weights.export_checkpoint` to ``<out>/<name with . -> _>.safetensors`` and
+        write its manifest entry to ``<out>/<name>.entry.json``."""
+        from ..weights import export_checkpoint
+
+        if checkpoint is None:
+            checkpoint = self.out / "best.pt"
+            if not checkpoint.is_file():
+                checkpoint = self.out / "last.pt"
+        target = self.out / f"{name.replace('.', '_')}.safetensors"
+        result = export_checkpoint(checkpoint, target, method=self.method, name=name, entry=self.manifest_fields())
+        (self.out / f"{name}.entry.json").write_text(json.dumps({name: result.entry}, indent=2) + "\n",
+                                                     encoding="utf-8")
+        return result
+
+    # ------------------------------------------------------------------ the loop
+
+    def _log_train(self, lr: float) -> Dict[str, Any]:
+        n = self._acc_count
+        row: Dict[str, Any] = {"kind": "train", "step": self.step, "epoch": self.step / self.batches_per_epoch,
+                               "lr": lr}
+        for name in self.term_names:
+            row[name] = float(self._acc[name]) / n
+        row["elapsed_s"] = round(self.elapsed + (time.perf_counter() - self._t0), 3)
+        if not math.isfinite(row["loss"]):
+            raise RuntimeError(f"{self.method}: the loss became {row['loss']} before step {self.step}; "
+                                     "lower lr, set grad_clip, or use precision='fp32'")
+        self._acc, self._acc_count = {}, 0
+        self._log.write(row)
+        return row
+
+    def _run_validation(self) -> Dict[str, Any]:
+        metrics = self.validate()
+        score = self.score(metrics)
+        improved = self.best["score"] is None or score > self.best["score"]
+        if improved:
+            self.best = {"score": score, "step": self.step, "metrics": metrics}
+        row = {"kind": "val", "step": self.step, "epoch": self.step / self.batches_per_epoch, **metrics,
+               "score": score, "elapsed_s": round(self.elapsed + (time.perf_counter() - self._t0), 3)}
+        self._log.write(row)
+        if improved:
+            self._save_with_elapsed(self.out / "best.pt")
+        return row
+
+    def _save_with_elapsed(self, path: Path) -> None:
+        now = time.perf_counter()
+        self.elapsed += now - self._t0
+        self._t0 = now
+        self.save_checkpoint(path)
+
+    def fit(self, until_step: Optional[int] = None) -> TrainResult:
+        """Train to ``total_steps`` (or stop after ``until_step`` steps, as an interruption would).
+
+        The last step is always validated (with ``config.val``) and checkpointed. When the run is
+        complete: the best checkpoint's weights are loaded into :attr:`model`, DIDFuse's fusion rules
+        are compared on them, ``summary.json`` is written and ``config.export`` is exported.
+        """
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self._resumed:
+            cfg.save(self.out)
+            self._log.start(fresh=True)
+        else:
+            self._log.truncate_after(self.step)
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+        torch.backends.cudnn.deterministic = cfg.deterministic
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        stop = self.total_steps if until_step is None else min(int(until_step), self.total_steps)
+        sampler = StepBatchSampler(len(self.dataset), cfg.batch_size, self.total_steps, seed=cfg.seed,
+                                   shuffle=cfg.shuffle, drop_last=cfg.drop_last, start_step=self.step)
+        loader = make_loader(self.dataset, sampler, workers=cfg.workers, pin_memory=self.device.type == "cuda")
+        self._t0 = time.perf_counter()
+        val_every, ckpt_every = self.val_interval, self.ckpt_interval
+        postfix: Dict[str, float] = {}
+        desc = f"train {self.method}" + (f" (resumed at step {self.step})" if self.step else "")
+        bar = ProgressBar(stop - self.step, desc, stream=self.stream, enabled=cfg.progress)
+        in_step = False
+        try:
+            for batch in loader:
+                if self.step >= stop:
+                    break
+                lr = float(self.optimizer.param_groups[0]["lr"])
+                in_step = True
+                terms = self.train_step(batch)
+                self.step += 1
+                for name in self.term_names:
+                    value = terms[name].to(torch.float64)
+                    self._acc[name] = self._acc[name] + value if name in self._acc else value
+                self._acc_count += 1
+                in_step = False
+                last = self.step == self.total_steps
+                if self.step % cfg.log_every == 0 or last:
+                    row = self._log_train(lr)
+                    postfix = {k: row[k] for k in self.term_names}
+                    postfix["lr"] = lr
+                bar.update(1, **postfix)
+                if cfg.val is not None and ((val_every and self.step % val_every == 0) or last):
+                    row = self._run_validation()
+                    postfix[cfg.select] = row["score"]
+                if self.step % ckpt_every == 0 or last:
+                    self._save_with_elapsed(self.out / "last.pt")
+        except KeyboardInterrupt:
+            # Between steps every state is consistent, so the run can resume exactly from here;
+            # inside a step it is not, and the last regular checkpoint stays.
+            if not in_step:
+                self._save_with_elapsed(self.out / "last.pt")
+            raise
+        finally:
+            bar.close()
+            del loader
+        self.elapsed += time.perf_counter() - self._t0
+        self._t0 = time.perf_counter()
+        result = TrainResult(out=self.out, step=self.step, total_steps=self.total_steps,
+                             finished=self.step >= self.total_steps, history=list(self._log.rows))
+        if result.finished:
+            self._finish(result)
+        result.best_step, result.best_score = self.best.get("step"), self.best.get("score")
+        result.best_metrics = dict(self.best.get("metrics") or {})
+        result.wall_time_s = self.elapsed
+        return result
+
+    def _finish(self, result: TrainResult) -> None:
+        cfg = self.config
+        best_path = self.out / "best.pt"
+        if cfg.val is not None and best_path.is_file():
+            best = torch.load(best_path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(best["model"])
+            if self.method == "didfuse":
+                from ..models.didfuse import FUSION_RULES
+
+                for rule in FUSION_RULES:
+                    result.rule_metrics[rule] = self.validate(rule=rule)
+                result.best_rule = max(result.rule_metrics, key=lambda r: self.score(result.rule_metrics[r]))
+                for rule, metrics in result.rule_metrics.items():
+                    self._log.write({"kind": f"val_rule_{rule}", "step": best["step"], **metrics,
+                                     "score": self.score(metrics)})
+        elif cfg.val is None:
+            self.best = {"score": None, "step": self.step, "metrics": {}}
+        summary = {
+            "method": self.method, "steps": self.step, "pairs": len(self.dataset),
+            "best_step": self.best.get("step"), "best_score": self.best.get("score"), "select": cfg.select,
+            "best_metrics": self.best.get("metrics"), "rule_metrics": result.rule_metrics or None,
+            "best_rule": result.best_rule, "wall_time_s": round(self.elapsed, 2), "init_draws": self.init_draws,
+            "hardware": hardware_description(self.device),
+            "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "float32",
+            "reproduce": self.reproduce_command(),
+        }
+        if cfg.export:
+            result.export = self.export(cfg.export)
+            summary["export"] = str(result.export.path)
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        result.history = list(self._log.rows)
+
+
+def _ivfusion_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def train(config: TrainConfig, *, resume: bool = False, stream: Optional[TextIO] = None) -> TrainResult:
+    """Build a :class:`Trainer` for ``config`` and run it to the end."""
+    return Trainer(config, resume=resume, stream=stream).fit()
