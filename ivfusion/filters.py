@@ -25,6 +25,7 @@ __all__ = [
     "box_mean2d",
     "sobel",
     "ssim_map",
+    "ssim_from_moments",
     "fft_filter2d",
     "next_fast_len",
 ]
@@ -144,16 +145,47 @@ def box_mean2d(x: torch.Tensor, radius: int) -> torch.Tensor:
 def sobel(x: torch.Tensor, padding: str = "zero", normalized: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Sobel responses ``(S_x * x, S_y * x)`` (cross-correlation with :data:`SOBEL_X`, :data:`SOBEL_Y`).
 
-    ``normalized`` divides both kernels by 8 (kornia's ``SpatialGradient`` convention).
+    Computed as separable shifted differences (a ``[1, 2, 1]`` smoothing and a central difference),
+    which is exact for integer-valued images and faster than a depth-wise ``conv2d``, notably in
+    float64 on CPU. ``normalized`` divides both kernels by 8 (kornia's ``SpatialGradient``).
     """
-    kx = torch.tensor(SOBEL_X, dtype=x.dtype, device=x.device)
-    ky = torch.tensor(SOBEL_Y, dtype=x.dtype, device=x.device)
+    p = pad2d(x, (1, 1, 1, 1), padding)
+    diff = p[..., :, 2:] - p[..., :, :-2]  # horizontal central difference, (H + 2, W)
+    smooth = p[..., :, :-2] + 2.0 * p[..., :, 1:-1] + p[..., :, 2:]  # horizontal [1, 2, 1]
+    gx = diff[..., :-2, :] + 2.0 * diff[..., 1:-1, :] + diff[..., 2:, :]
+    gy = smooth[..., :-2, :] - smooth[..., 2:, :]
     if normalized:
-        kx, ky = kx / 8.0, ky / 8.0
-    c = x.shape[1]
-    weight = torch.stack([kx, ky]).unsqueeze(1).repeat(c, 1, 1, 1)  # (2C, 1, 3, 3)
-    out = F.conv2d(pad2d(x, (1, 1, 1, 1), padding), weight, groups=c)
-    return out[:, 0::2], out[:, 1::2]
+        gx, gy = gx / 8.0, gy / 8.0
+    return gx, gy
+
+
+def ssim_from_moments(
+    s_x: torch.Tensor,
+    s_y: torch.Tensor,
+    s_xx: torch.Tensor,
+    s_yy: torch.Tensor,
+    s_xy: torch.Tensor,
+    *,
+    n: float = 1.0,
+    cov_scale: float = 1.0,
+    c1: float,
+    c2: float,
+) -> torch.Tensor:
+    """The SSIM ratio from local window sums (``n`` = samples per window) or local means (``n = 1``).
+
+    With means ``m = s / n`` and variances ``cov_scale (s_xx / n - m^2)``, every factor of
+    ``(2 mx my + C1)(2 sxy + C2) / ((mx^2 + my^2 + C1)(sx^2 + sy^2 + C2))`` scales by ``1 / n^2``,
+    so the ratio is evaluated on the sums directly: for integer data the differences
+    ``n s_xx - s_x^2`` are then exact (no cancellation error). ``cov_scale = N / (N - 1)`` gives
+    sample covariances.
+    """
+    n2 = n * n
+    pxy = s_x * s_y
+    pxx = s_x * s_x
+    pyy = s_y * s_y
+    num = (2.0 * pxy + c1 * n2) * (2.0 * cov_scale * (n * s_xy - pxy) + c2 * n2)
+    den = (pxx + pyy + c1 * n2) * (cov_scale * (n * (s_xx + s_yy) - pxx - pyy) + c2 * n2)
+    return num / den
 
 
 def ssim_map(
@@ -192,18 +224,13 @@ def ssim_map(
     c = x.shape[1]
     stats = separable_filter2d(torch.cat([x, y, x * x, y * y, x * y], dim=1), k, k, padding)
     mu_x, mu_y, e_xx, e_yy, e_xy = stats.split(c, dim=1)
-    cov_scale = 1.0
-    if sample_covariance:
-        n = size * size
-        cov_scale = n / (n - 1.0)
-    var_x = cov_scale * (e_xx - mu_x * mu_x)
-    var_y = cov_scale * (e_yy - mu_y * mu_y)
-    cov_xy = cov_scale * (e_xy - mu_x * mu_y)
-    c1 = (k1 * data_range) ** 2
-    c2 = (k2 * data_range) ** 2
-    num = (2.0 * mu_x * mu_y + c1) * (2.0 * cov_xy + c2)
-    den = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
-    return num / den
+    n = size * size
+    return ssim_from_moments(
+        mu_x, mu_y, e_xx, e_yy, e_xy,
+        cov_scale=n / (n - 1.0) if sample_covariance else 1.0,
+        c1=(k1 * data_range) ** 2,
+        c2=(k2 * data_range) ** 2,
+    )
 
 
 def next_fast_len(n: int) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "read_image",
     "to_chw_tensor",
     "to_unit_range",
+    "check_unit_float",
     "is_grey",
     "from_unit_range",
     "write_image",
@@ -157,6 +158,19 @@ def to_chw_tensor(image: ImageLike, *, name: str = "image") -> Tuple[torch.Tenso
     )
 
 
+def check_unit_float(x: torch.Tensor, *, name: str = "image") -> torch.Tensor:
+    """Return ``x`` unchanged if it is finite and within [0, 1]; ``ValueError`` naming ``name`` otherwise."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: float image contains NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"{name}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
+            "scale the image or pass integer data"
+        )
+    return x
+
+
 def to_unit_range(
     t: torch.Tensor,
     kind: str,
@@ -183,15 +197,7 @@ def to_unit_range(
             return x / 255.0
         if kind == "uint16":
             return x / 65535.0
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{name}: float image contains NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                f"{name}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
-                "scale the image or pass integer data"
-            )
-        return x
+        return check_unit_float(x, name=name)
     if isinstance(value_range, str):
         if value_range != "auto":
             raise ValueError(f"{name}: value range must be (lo, hi) or 'auto', got {value_range!r}")

@@ -18,8 +18,19 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 def require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"fixture folder {path} not available")
+        pytest.skip(f"fixture {path} not available")
     return path
+
+
+def reference_file(*parts: str) -> Path:
+    """A file of ``../shared/reference`` (official weights, golden outputs); skips the test if absent."""
+    return require(REFERENCE_DIR.joinpath(*parts))
+
+
+@pytest.fixture
+def seeded() -> None:
+    """Seed torch's global generator (for tests that build randomly initialised modules)."""
+    torch.manual_seed(0)
 
 
 @pytest.fixture

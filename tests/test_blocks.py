@@ -24,8 +24,8 @@ from ivfusion.models.blocks import (
 
 
 @pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
+def _seed(seeded):
+    pass
 
 
 # --- DCT / FcaNet -----------------------------------------------------------------------------

@@ -20,24 +20,17 @@ from ivfusion.models.didfuse import (
     fuse_sum,
     l1_norm_weights,
 )
+from .conftest import reference_file
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 STEMS = ["FLIR_04484", "FLIR_04512", "FLIR_04593"]
 RULES = ["sum", "average", "l1_norm"]
-
-
-def _reference(*parts: str) -> Path:
-    path = REFERENCE.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"reference fixture {path} not available")
-    return path
 
 
 @pytest.fixture(scope="module")
 def official_state() -> dict:
     from safetensors.torch import load_file
 
-    return load_file(_reference("didfuse_official.safetensors"))
+    return load_file(reference_file("didfuse_official.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def random_model(seed: int = 0) -> DIDFuse:
 @pytest.mark.parametrize("stem", STEMS)
 @pytest.mark.parametrize("rule", RULES)
 def test_golden_official_outputs(official_model, rule, stem):
-    g = np.load(_reference("golden", f"didfuse_{rule}_{stem}.npz"))
+    g = np.load(reference_file("golden", f"didfuse_{rule}_{stem}.npz"))
     ir = torch.from_numpy(g["ir"])[None, None]
     vis = torch.from_numpy(g["vis"])[None, None]
     with torch.inference_mode():

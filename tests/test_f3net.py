@@ -5,16 +5,13 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import ivfusion
+from ivfusion.models import count_parameters
 from ivfusion.models.f3net import FFM, FSFEM, F3Net
 
 
 @pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def _seed(seeded):
+    pass
 
 
 def test_registered_metadata():
@@ -26,12 +23,12 @@ def test_registered_metadata():
 
 def test_parameter_counts_match_spec():
     net = ivfusion.create_model("f3net")
-    assert n_params(net) == 140_283
-    assert n_params(net.fsfem_ir) == n_params(net.fsfem_vi) == 37_700
-    assert n_params(net.ffm) == 4_722
-    assert n_params(net.irm) == 60_161
+    assert count_parameters(net) == 140_283
+    assert count_parameters(net.fsfem_ir) == count_parameters(net.fsfem_vi) == 37_700
+    assert count_parameters(net.ffm) == 4_722
+    assert count_parameters(net.irm) == 60_161
     # MODELS.md 4.2: width 64 would give 557,823 parameters.
-    assert n_params(F3Net(channels=64)) == 557_823
+    assert count_parameters(F3Net(channels=64)) == 557_823
 
 
 def test_macs_match_closed_form():

@@ -22,23 +22,16 @@ from ivfusion.models.fiscnet import (
     TapConv3x3,
     phase_mix,
 )
+from .conftest import reference_file
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 STEMS = ["FLIR_04484", "FLIR_04512", "FLIR_04593"]
-
-
-def _reference(*parts: str) -> Path:
-    path = REFERENCE.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"reference fixture {path} not available")
-    return path
 
 
 @pytest.fixture(scope="module")
 def official_state() -> dict:
     from safetensors.torch import load_file
 
-    return load_file(_reference("fiscnet_official.safetensors"))
+    return load_file(reference_file("fiscnet_official.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def random_model(seed: int = 0) -> FISCNet:
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_golden_official_outputs(official_model, stem):
-    g = np.load(_reference("golden", f"fiscnet_{stem}.npz"))
+    g = np.load(reference_file("golden", f"fiscnet_{stem}.npz"))
     ir = torch.from_numpy(g["ir"])[None, None]
     vis = torch.from_numpy(g["vis"])[None, None]
     captured = {}

@@ -8,17 +8,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import ivfusion
+from ivfusion.models import count_parameters
 from ivfusion.models.blocks import interleave_channels
 from ivfusion.models.refinefuse import FIM, PSIM, SFIM, RefineFuse, psim_grid
 
 
 @pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def _seed(seeded):
+    pass
 
 
 def test_registered_metadata():
@@ -30,16 +27,16 @@ def test_registered_metadata():
 
 def test_parameter_counts_match_spec():
     net = ivfusion.create_model("refinefuse")
-    assert n_params(net) == 2_031_856
-    assert abs(n_params(net) - 2.21e6) / 2.21e6 < 0.10  # paper: 2.21 M
-    assert n_params(net.enc_ir) == n_params(net.enc_vi) == 148_352
-    assert n_params(net.sfim1) == n_params(net.sfim2) == 1_254
-    assert n_params(net.psim3) == 72 * 64**2 + 6 * 64 == 295_296
-    assert n_params(net.psim4) == 72 * 128**2 + 6 * 128 == 1_180_416
-    assert n_params(net.dec4) == 45_184
-    assert n_params(net.dec3) == n_params(net.dec2) == 41_088
-    assert n_params(net.fim) == 99
-    assert n_params(net.dec1) == 129_473
+    assert count_parameters(net) == 2_031_856
+    assert abs(count_parameters(net) - 2.21e6) / 2.21e6 < 0.10  # paper: 2.21 M
+    assert count_parameters(net.enc_ir) == count_parameters(net.enc_vi) == 148_352
+    assert count_parameters(net.sfim1) == count_parameters(net.sfim2) == 1_254
+    assert count_parameters(net.psim3) == 72 * 64**2 + 6 * 64 == 295_296
+    assert count_parameters(net.psim4) == 72 * 128**2 + 6 * 128 == 1_180_416
+    assert count_parameters(net.dec4) == 45_184
+    assert count_parameters(net.dec3) == count_parameters(net.dec2) == 41_088
+    assert count_parameters(net.fim) == 99
+    assert count_parameters(net.dec1) == 129_473
 
 
 def closed_form_macs(h: int, w: int) -> float:

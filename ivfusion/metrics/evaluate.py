@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..color import LUMA_WEIGHTS
-from ..io import ImageLike, to_chw_tensor
+from ..io import ImageLike, check_unit_float, to_chw_tensor
 from .registry import METRICS, PROFILES, profile_options, resolve_metrics
 
 __all__ = ["prepare_image", "evaluate", "evaluate_batch", "evaluate_dirs", "DirectoryEvaluation"]
@@ -53,15 +53,7 @@ def prepare_image(image: ImageLike, *, name: str = "image", device: Optional[Uni
     if kind == "uint16":
         x = x / 257.0  # = x * 255 / 65535, one correctly rounded division
     elif kind == "float":
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name}: float image contains NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                f"{name}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
-                "pass integer data, or 0..255 tensors to evaluate_batch"
-            )
-        x = x * 255.0
+        x = check_unit_float(x, name=name) * 255.0
     if x.shape[0] == 3:
         wr, wg, wb = _LUMA_PER_MILLE
         x = (wr * x[0] + wg * x[1] + wb * x[2]) / 1000.0

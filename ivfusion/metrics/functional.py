@@ -29,7 +29,7 @@ from typing import Sequence, Tuple, Union
 
 import torch
 
-from ..filters import fft_filter2d, gaussian_kernel1d, next_fast_len, pad2d
+from ..filters import fft_filter2d, gaussian_kernel1d, next_fast_len, sobel, ssim_from_moments
 
 __all__ = [
     "entropy",
@@ -97,18 +97,6 @@ def _histograms(levels: Tensor, bins: int) -> Tensor:
     offsets = torch.arange(b, device=levels.device).unsqueeze(1) * bins
     flat = (levels + offsets).reshape(-1)
     return torch.bincount(flat, minlength=b * bins).reshape(b, bins)
-
-
-def _sobel(x: Tensor, padding: str) -> Tuple[Tensor, Tensor]:
-    """Cross-correlation with ``[[-1,0,1],[-2,0,2],[-1,0,1]]`` and ``[[1,2,1],[0,0,0],[-1,-2,-1]]``
-    (the kernels of :func:`ivfusion.filters.sobel`) by shifted differences: the same numbers,
-    exact for integer images, several times faster than ``conv2d`` in float64 on CPU."""
-    p = pad2d(x, (1, 1, 1, 1), padding)
-    d = p[..., :, 2:] - p[..., :, :-2]  # horizontal central difference, (H+2, W)
-    s = p[..., :, :-2] + 2.0 * p[..., :, 1:-1] + p[..., :, 2:]  # horizontal smoothing
-    sx = d[..., :-2, :] + 2.0 * d[..., 1:-1, :] + d[..., 2:, :]
-    sy = s[..., :-2, :] - s[..., 2:, :]
-    return sx, sy
 
 
 def _box_sum_valid(x: Tensor, size: int) -> Tensor:
@@ -431,7 +419,7 @@ def _qabf_edges(x: Tensor) -> Tuple[Tensor, Tensor]:
     ``[[1,2,1],[0,0,0],[-1,-2,-1]]``; that negates both responses of the cross-correlation
     :func:`ivfusion.filters.sobel` computes, which leaves ``g`` and ``Sy / Sx`` unchanged.
     """
-    sx, sy = _sobel(x, "zero")
+    sx, sy = sobel(x, "zero")
     angle = torch.atan(sy / sx)  # +-pi/2 for Sx = 0 < |Sy|, NaN for 0/0: both replaced next
     return _edge_strength(sx, sy), angle.masked_fill_(sx == 0, math.pi / 2)
 
@@ -484,7 +472,7 @@ def _nabf_edges(x: Tensor) -> Tuple[Tensor, Tensor]:
     (reflect, edge not repeated): ``gv`` answers ``[[-1,0,1],[-2,0,2],[-1,0,1]]/8`` (= Sx/8),
     ``gh`` answers ``[[-1,-2,-1],[0,0,0],[1,2,1]]/8`` (= -Sy/8); ``a = atan(gv / gh)``, 0 where
     both are 0 (``gh = 0 < |gv|`` gives +-pi/2, as numpy's division by zero does)."""
-    sx, sy = _sobel(x, "reflect")
+    sx, sy = sobel(x, "reflect")
     # sqrt((Sx/8)^2 + (Sy/8)^2) == sqrt(Sx^2 + Sy^2) / 8 and (Sx/8) / (-Sy/8) == -Sx/Sy exactly
     g = _edge_strength(sx, sy).mul_(0.125)
     angle = torch.atan(sx / sy.neg()).nan_to_num_(nan=0.0)  # 0/0 -> NaN -> 0
@@ -553,23 +541,6 @@ def _window_sums(x: Tensor, window: str, size: int, sigma: float) -> Tensor:
     return fft_filter2d(x, torch.outer(k, k))
 
 
-def _ssim_map_from_sums(sx: Tensor, sy: Tensor, sxx: Tensor, syy: Tensor, sxy: Tensor, n: float,
-                        cov_scale: float, c1: float, c2: float) -> Tensor:
-    """SSIM map from window sums over ``n`` samples (``n = 1`` for weighted means).
-
-    With means ``m = s / n`` and variances ``k (sxx / n - m^2) = k (n sxx - s^2) / n^2`` every
-    factor of the SSIM ratio scales by ``1 / n^2``, so it is evaluated on the sums directly: the
-    differences ``n sxx - sx^2`` are then exact integers for 8-bit data (no cancellation error)."""
-    n2 = n * n
-    pxy = sx * sy
-    a1 = pxy.mul(2.0).add_(c1 * n2)
-    a2 = sxy.mul(n).sub_(pxy).mul_(2.0 * cov_scale).add_(c2 * n2)
-    pxx, pyy = sx * sx, sy * sy
-    b2 = (sxx + syy).mul_(n).sub_(pxx).sub_(pyy).mul_(cov_scale).add_(c2 * n2)
-    b1 = pxx.add_(pyy).add_(c1 * n2)
-    return a1.mul_(a2).div_(b1.mul_(b2))
-
-
 def ssim(
     fused: Tensor,
     ir: Tensor,
@@ -616,5 +587,5 @@ def ssim(
         s_s = _window_sums(src, window, size, sigma)
         s_ss = _window_sums(src * src, window, size, sigma)
         s_fs = _window_sums(fused * src, window, size, sigma)
-        total += _ssim_map_from_sums(s_f, s_s, s_ff, s_ss, s_fs, n, cov_scale, c1, c2).flatten(1).mean(1)
+        total += ssim_from_moments(s_f, s_s, s_ff, s_ss, s_fs, n=n, cov_scale=cov_scale, c1=c1, c2=c2).flatten(1).mean(1)
     return total if reduction == "sum" else total / 2.0
