@@ -77,6 +77,7 @@ __all__ = [
     "load_state_dict_file",
     "check_state_dict",
     "load_weights",
+    "weight_config",
     "load_model",
     "sha256_file",
     "verify_all",
@@ -822,6 +823,16 @@ def load_weights(model: FusionNet, method: str, weights: Optional[Union[str, os.
     check_state_dict(model, state_dict, what=what)
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+def weight_config(method: str, weights: Optional[Union[str, os.PathLike]] = None) -> Dict[str, Any]:
+    """Constructor options a manifest weight was trained with (its entry's ``config``), so that
+    :func:`ivfusion.create_model` builds the matching network. ``{}`` for file paths and for
+    weights trained with the registered defaults."""
+    name = default_weight(method) if weights is None else weights
+    if isinstance(name, str) and name in get_manifest().weights:
+        return dict(get_weight_info(name).config)
+    return {}
 
 
 def load_model(name: str, weights: Optional[Union[str, os.PathLike]] = None,

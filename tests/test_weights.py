@@ -243,6 +243,26 @@ def test_unknown_weight_name_lists_known(tmp_path: Path, env: Dict[str, Path], t
         W.resolve_weight(str(tmp_path / "missing.safetensors"))
 
 
+def test_pretrained_model_is_built_with_the_weights_config(tmp_path: Path, env: Dict[str, Path], tiny: type) -> None:
+    # A weight trained with non-default constructor options records them in its entry's config;
+    # create_model builds that network (width 6, not the registered 4) before loading strictly.
+    directory = tmp_path / "w"
+    directory.mkdir()
+    state = random_state(width=6)
+    path = directory / "tinynet.wide.safetensors"
+    save_file(state, str(path), metadata={"method": "tinynet"})
+    manifest = {"schema_version": 1, "weights": {"tinynet.wide": entry_for(path, config={"width": 6})}}
+    (env["bundled"] / path.name).write_bytes(path.read_bytes())
+    with W.use_manifest(manifest):
+        assert W.weight_config("tinynet") == {"width": 6}
+        net = create_model("tinynet", pretrained=True)
+        assert net.conv1.out_channels == 6
+        torch.testing.assert_close(net.conv1.weight, state["conv1.weight"])
+        with pytest.raises(W.StateDictMismatchError, match="shape"):
+            create_model("tinynet", pretrained=True, width=5)  # explicit options still win
+    assert W.weight_config("tinynet", str(path)) == {}
+
+
 # --------------------------------------------------------------------------- resolution
 
 

@@ -153,11 +153,13 @@ def create_model(
         config: constructor options overriding the registered defaults.
     """
     info = get_model_info(name)
-    model = info.cls(**{**info.default_config, **config})
     if pretrained or weights is not None:
-        from ..weights import load_weights  # local import: weights imports the registry
+        from ..weights import load_weights, weight_config  # local import: weights imports the registry
 
+        model = info.cls(**{**info.default_config, **weight_config(name, weights), **config})
         load_weights(model, name, weights)
+    else:
+        model = info.cls(**{**info.default_config, **config})
     model.eval()
     if device is not None:
         model.to(device)
