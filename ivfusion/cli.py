@@ -139,7 +139,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from .fusion import list_methods, method_info
-    from .models import get_model_info
+    from .models import get_model_info, list_models
 
     rows: List[List[str]] = []
     header = ["method", "kind", "weights", "description"]
@@ -147,7 +147,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         from .models import create_model
         from .models._registry import count_parameters, measure_flops
 
-        header = ["method", "kind", "weights", "params", "GFLOPs@640x480", "paper"]
+        header = ["method", "kind", "weights", "params", "GFLOPs@640x480", "description"]
     for name in list_methods():
         info = method_info(name)
         weights = "-" if info.kind == "classical" else (info.default_weights or "none yet")
@@ -156,10 +156,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         elif info.kind == "network":
             model = create_model(name)
             rows.append([name, info.kind, weights, f"{count_parameters(model):,}",
-                         f"{measure_flops(model, 480, 640) / 1e9:.1f}", get_model_info(name).paper])
+                         f"{measure_flops(model, 480, 640):.1f}", info.description])
         else:
             rows.append([name, info.kind, weights, "0", "-", info.description])
     _print_table(header, rows)
+    if args.verbose:
+        print("\npapers:")
+        for name in list_models():
+            print(f"  {name}: {get_model_info(name).paper}")
     return 0
 
 

@@ -112,6 +112,16 @@ def test_list(capsys):
         assert name in out
 
 
+def test_list_verbose_shows_parameters_and_gflops(capsys):
+    assert main(["list", "--verbose"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    # MODELS.md: parameters, and GFLOPs at 640x480 = 2 x MACs (FFTs not counted)
+    for name, params, gflops in [("didfuse", "260,935", "227.9"), ("fiscnet", "324,290", "230.6"),
+                                 ("f3net", "140,283", "85.2"), ("refinefuse", "2,031,856", "112.0")]:
+        assert params in lines[name].split() and gflops in lines[name].split()
+    assert "papers:" in lines
+
+
 def test_python_dash_m_entry_point(pair_files, tmp_path):
     ir, vis = pair_files
     out = tmp_path / "m.png"
