@@ -232,6 +232,10 @@ class Recipe:
     optimizer: str = ""
     #: Random seed of the run.
     seed: Optional[int] = None
+    #: Compute precision of the training run, e.g. ``"float32"``, ``"bfloat16 autocast"``.
+    precision: str = ""
+    #: How the run departs from the paper's recipe, and why.
+    notes: str = ""
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "Recipe":
@@ -246,6 +250,8 @@ class Recipe:
             iterations=_positive(_field(data, "iterations", (int,), where, required=False), "iterations", where),
             optimizer=_field(data, "optimizer", (str,), where, required=False, default=""),
             seed=_field(data, "seed", (int,), where, required=False),
+            precision=_field(data, "precision", (str,), where, required=False, default=""),
+            notes=_field(data, "notes", (str,), where, required=False, default=""),
         )
         if not (recipe.lr > 0 and math.isfinite(recipe.lr)):
             raise ManifestError(f"{where}: field 'lr' must be a positive number, got {recipe.lr!r}")

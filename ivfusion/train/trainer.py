@@ -539,6 +539,7 @@ class Trainer:
             "crop": cfg.crop, "batch": cfg.batch_size, "lr": float(cfg.lr),
             "hardware": f"{hardware_description(self.device)}, {self.elapsed / 60.0:.1f} min",
             "iterations": self.total_steps, "optimizer": cfg.optimizer_description(), "seed": cfg.seed,
+            "precision": f"{str(self.amp_dtype).replace('torch.', '')} autocast" if self.amp_dtype else "float32",
         }
         if float(epochs).is_integer():
             recipe["epochs"] = int(epochs)
@@ -564,8 +565,10 @@ class Trainer:
         if cfg.val:
             args += ["--val", cfg.val]
         args += ["--out", cfg.out]
+        # Precision changes the trajectory, and the validation points decide which checkpoint is kept.
         flags = {"steps": "--steps", "epochs": "--epochs", "batch_size": "--batch-size", "crop": "--crop",
-                 "lr": "--lr", "seed": "--seed", "val_limit": "--val-limit"}
+                 "lr": "--lr", "seed": "--seed", "precision": "--precision", "val_every": "--val-every",
+                 "val_limit": "--val-limit"}
         mine, ref = cfg.to_dict(), base.to_dict()
         for key, flag in flags.items():
             if mine[key] is not None and mine[key] != ref[key]:
