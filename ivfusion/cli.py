@@ -368,6 +368,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="any config field, VALUE as JSON, e.g. --set grad_clip=1.0 --set 'loss={\"lam\": 5}'")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last.pt")
+    p.add_argument("--extend", action="store_true",
+                   help="with --resume: train the run on to a new, larger --steps/--epochs (the learning-rate "
+                        "schedule is evaluated for the new length from the next step on)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -403,7 +406,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(values)
     if not config.data:
         raise CLIError("--data: give at least one training folder")
-    trainer = Trainer(config, resume=args.resume)
+    if args.extend and not args.resume:
+        raise CLIError("--extend: only with --resume")
+    trainer = Trainer(config, resume=args.resume, extend=args.extend)
     print(f"training {config.method}: {len(trainer.dataset)} pairs, {trainer.total_steps} steps, "
           f"batch {config.batch_size}, crop {config.crop}, device {trainer.device} -> {trainer.out}")
     result = trainer.fit()

@@ -192,6 +192,38 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(method, folders, tmp_pa
         assert strip(fa) == strip(fb)
 
 
+def test_extend_trains_a_finished_run_on_to_a_new_length(folders, tmp_path):
+    def config(steps):
+        return TrainConfig.for_method("f3net", data=[str(folders["three"])], out=str(tmp_path / "run"), steps=steps,
+                                      batch_size=2, crop=32, schedule="cosine", min_lr=1e-5, workers=0, log_every=1,
+                                      progress=False)
+
+    first = Trainer(config(3)).fit()
+    assert first.finished and first.step == 3
+    with pytest.raises(ValueError, match="--extend"):
+        Trainer(config(5), resume=True)
+    with pytest.raises(ValueError, match="shorter"):
+        Trainer(config(2), resume=True, extend=True)
+    with pytest.raises(ValueError, match="resume=True"):
+        Trainer(config(5), extend=True)
+    trainer = Trainer(config(5), resume=True, extend=True)
+    assert trainer.step == 3 and trainer.segments == [3, 5]
+    result = trainer.fit()
+    assert result.finished and result.step == 5
+    assert [r["step"] for r in result.history if r["kind"] == "train"] == [4, 5]
+    logged = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if r["kind"] == "train"] == [1, 2, 3, 4, 5]
+    # from step 4 on the learning rate follows the 5-step cosine schedule
+    lrs = {r["step"]: r["lr"] for r in logged if r["kind"] == "train"}
+    assert lrs[5] == pytest.approx(lr_factor(4, 5, "cosine", min_ratio=1e-2) * 1e-3)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 5
+    command = trainer.reproduce_command()
+    assert "--steps 3 " in command
+    assert command.endswith(f"&& ivfusion train f3net --out {tmp_path / 'run'} --resume --extend --steps 5")
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["segments"] == [3, 5] and saved["total_steps"] == 5
+
+
 # ------------------------------------------------------------------------------ checkpoints, validation, export
 
 

@@ -224,6 +224,10 @@ class Trainer:
         config: the run's configuration (see :meth:`TrainConfig.for_method`).
         resume: continue from ``<out>/last.pt`` (model, optimiser, scheduler, scaler, step, RNG
             states, best score); the training fields of ``config`` must match the checkpoint's.
+        extend: with ``resume``, continue the run to ``config``'s new (larger) length: ``steps`` /
+            ``epochs`` may differ from the checkpoint's, and the learning-rate schedule is evaluated
+            for the new length from the next step on. The run records each length it was trained
+            to, and its reproduce command replays them in order.
         dataset: an already built :class:`PairedFusionDataset` (default: built from ``config.data``).
         stream: where the progress bar writes (default stderr).
     """
@@ -233,11 +237,14 @@ class Trainer:
         config: TrainConfig,
         *,
         resume: bool = False,
+        extend: bool = False,
         dataset: Optional[PairedFusionDataset] = None,
         stream: Optional[TextIO] = None,
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+        if extend and not resume:
+            raise ValueError("extend: only applies to a resumed run (resume=True)")
         config.validate()
         self.config = cfg = config
         self.method = cfg.method
@@ -308,9 +315,11 @@ class Trainer:
         self.val_metrics_names = list(cfg.val_metrics)
         self._log = _Log(self.out, ["kind", "step", "epoch", "lr", *self.term_names, *self.val_metrics_names,
                                     "score", "elapsed_s"])
+        #: Every length (in steps) the run was trained to, the current one last.
+        self.segments: List[int] = [self.total_steps]
         self._resumed = False
         if resume:
-            self.load_checkpoint(self.out / "last.pt")
+            self.load_checkpoint(self.out / "last.pt", extend=extend)
             self._resumed = True
 
     # ------------------------------------------------------------------ building blocks
@@ -473,6 +482,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "step": self.step,
             "total_steps": self.total_steps,
+            "segments": list(self.segments),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -488,8 +498,9 @@ class Trainer:
     def save_checkpoint(self, path: Path) -> None:
         _atomic_save(self.state_dict(), Path(path))
 
-    def load_checkpoint(self, path: Path) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint` (``weights_only`` load)."""
+    def load_checkpoint(self, path: Path, *, extend: bool = False) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint` (``weights_only`` load); with
+        ``extend`` the run's length may grow (see :class:`Trainer`)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"resume: no checkpoint at {str(path)!r}")
@@ -498,15 +509,25 @@ class Trainer:
             raise ValueError(f"resume: the checkpoint is for {ckpt.get('method')!r}, not {self.method!r}")
         saved = ckpt.get("config", {})
         mine = self.config.to_dict()
-        differ = sorted(k for k in mine if k not in _RUNTIME_FIELDS and saved.get(k) != mine[k])
+        length_fields = {"steps", "epochs"} if extend else set()
+        differ = sorted(k for k in mine if k not in _RUNTIME_FIELDS | length_fields and saved.get(k) != mine[k])
         if differ:
+            hint = " (to train longer, extend the run: extend=True / --extend)" if set(differ) <= {"steps", "epochs"} else ""
             raise ValueError(
                 "resume: the configuration differs from the checkpoint's in " + ", ".join(
-                    f"{k} ({saved.get(k)!r} there, {mine[k]!r} here)" for k in differ)
+                    f"{k} ({saved.get(k)!r} there, {mine[k]!r} here)" for k in differ) + hint
             )
-        if ckpt.get("total_steps") != self.total_steps:
+        segments = [int(n) for n in ckpt.get("segments") or [ckpt.get("total_steps")]]
+        if extend:
+            if self.total_steps < int(ckpt["step"]):
+                raise ValueError(f"extend: the run is already at step {ckpt['step']}; the new length "
+                                 f"({self.total_steps} steps) must not be shorter")
+            if self.total_steps != segments[-1]:
+                segments.append(self.total_steps)
+        elif ckpt.get("total_steps") != self.total_steps:
             raise ValueError(f"resume: the checkpoint was made for {ckpt.get('total_steps')} steps, this run has "
-                             f"{self.total_steps} (different data size?)")
+                             f"{self.total_steps} (different data size? use extend / --extend to train longer)")
+        self.segments = segments
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -570,6 +591,8 @@ class Trainer:
                  "lr": "--lr", "seed": "--seed", "precision": "--precision", "val_every": "--val-every",
                  "val_limit": "--val-limit"}
         mine, ref = cfg.to_dict(), base.to_dict()
+        if len(self.segments) > 1:  # trained to the first length, then extended
+            mine.update(steps=self.segments[0], epochs=None)
         for key, flag in flags.items():
             if mine[key] is not None and mine[key] != ref[key]:
                 args += [flag, str(mine[key])]
@@ -577,7 +600,11 @@ class Trainer:
         for key in mine:
             if key not in skip and mine[key] != ref[key]:
                 args += ["--set", f"{key}={json.dumps(mine[key])}"]
-        return shlex.join(args)
+        commands = [shlex.join(args)]
+        for steps in self.segments[1:]:
+            commands.append(shlex.join(["ivfusion", "train", cfg.method, "--out", cfg.out, "--resume", "--extend",
+                                        "--steps", str(steps)]))
+        return " && ".join(commands)
 
     def export(self, name: str, checkpoint: Optional[Path] = None):
         """Export ``checkpoint`` (default: ``best.pt``, else ``last.pt``) through
@@ -643,6 +670,8 @@ class Trainer:
             cfg.save(self.out)
             self._log.start(fresh=True)
         else:
+            if len(self.segments) > 1:
+                cfg.save(self.out)  # the extended length
             self._log.truncate_after(self.step)
         torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cudnn.deterministic = cfg.deterministic
