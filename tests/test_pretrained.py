@@ -58,3 +58,12 @@ def test_default_fuse_works_offline_from_the_bundled_copy(tmp_path, rng):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(48, 64, 3) uint8"
     assert not (tmp_path / "empty_hf_home").exists()  # nothing was downloaded or cached
+
+
+def test_every_network_ships_a_default_weight():
+    assert SHIPPED == ivfusion.list_models()
+    for method in SHIPPED:
+        info = W.get_weight_info(W.default_weight(method))
+        assert info.method == method and info.default
+        # reduced CPU schedules must say so next to the weight
+        assert info.recipe.notes and "GPU" in info.recipe.notes

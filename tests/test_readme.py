@@ -1,8 +1,8 @@
 """The README's Python examples run as written (in a scratch folder holding the files they name)."""
 import re
 
-import numpy as np
 import pytest
+import torch
 
 from .conftest import REPO_ROOT, smooth_image
 from ivfusion.io import write_image
@@ -15,12 +15,20 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), 
 def scratch(tmp_path, monkeypatch, rng):
     """The files the README's examples refer to."""
     write_image(tmp_path / "ir.png", smooth_image(rng, 48, 64))
+    write_image(tmp_path / "fused.png", smooth_image(rng, 48, 64, channels=3))
     write_image(tmp_path / "vis.jpg", smooth_image(rng, 48, 64, channels=3))
     write_image(tmp_path / "pet.png", smooth_image(rng, 48, 64, channels=3))
     write_image(tmp_path / "mri.png", smooth_image(rng, 48, 64))
     for sub, ch in (("ir", 0), ("vi", 3)):
         for stem in ("0001", "0002"):
             write_image(tmp_path / "data" / sub / f"{stem}.png", smooth_image(rng, 48, 64, channels=ch))
+    # A weight file of one's own (the README loads it by path): random DIDFuse weights.
+    from safetensors.torch import save_file
+
+    import ivfusion
+
+    torch.manual_seed(0)
+    save_file(ivfusion.create_model("didfuse").state_dict(), str(tmp_path / "my_didfuse.safetensors"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
