@@ -406,8 +406,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(values)
     if not config.data:
         raise CLIError("--data: give at least one training folder")
-    if args.extend and not args.resume:
-        raise CLIError("--extend: only with --resume")
     trainer = Trainer(config, resume=args.resume, extend=args.extend)
     print(f"training {config.method}: {len(trainer.dataset)} pairs, {trainer.total_steps} steps, "
           f"batch {config.batch_size}, crop {config.crop}, device {trainer.device} -> {trainer.out}")

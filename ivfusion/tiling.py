@@ -8,7 +8,7 @@ ramp across each overlap, flat elsewhere, no ramp at the image border) so there 
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -23,9 +23,7 @@ from ivfusion.models.blocks import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _seed(seeded):
-    pass
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 # --- DCT / FcaNet -----------------------------------------------------------------------------

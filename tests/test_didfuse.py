@@ -1,8 +1,6 @@
 """DIDFuse (MODELS.md section 2): official-weight golden outputs, weight conversion, fusion rules, structure."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

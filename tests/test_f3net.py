@@ -9,9 +9,7 @@ from ivfusion.models import count_parameters
 from ivfusion.models.f3net import FFM, FSFEM, F3Net
 
 
-@pytest.fixture(autouse=True)
-def _seed(seeded):
-    pass
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def test_registered_metadata():

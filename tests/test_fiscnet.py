@@ -1,8 +1,6 @@
 """FISCNet (MODELS.md section 3): official-weight golden outputs and the defining properties of its blocks."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

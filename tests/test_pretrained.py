@@ -46,7 +46,7 @@ def test_default_fuse_works_offline_from_the_bundled_copy(tmp_path, rng):
 
     from ivfusion.io import write_image
 
-    from .conftest import REPO_ROOT, smooth_image
+    from .conftest import smooth_image
 
     write_image(tmp_path / "a.png", smooth_image(rng, 48, 64))
     write_image(tmp_path / "b.png", smooth_image(rng, 48, 64, channels=3))

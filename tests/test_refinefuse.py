@@ -13,9 +13,7 @@ from ivfusion.models.blocks import interleave_channels
 from ivfusion.models.refinefuse import FIM, PSIM, SFIM, RefineFuse, psim_grid
 
 
-@pytest.fixture(autouse=True)
-def _seed(seeded):
-    pass
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def test_registered_metadata():

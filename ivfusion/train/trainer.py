@@ -58,10 +58,12 @@ _LOSS_FUNCTIONS = {
     "fiscnet": L.fiscnet_loss,
 }
 _MAX_INIT_DRAWS = 10
-# Fields that define the training trajectory; a resumed run must agree on them.
+# Fields a resumed run may change (every other config field must match the checkpoint's).
 _RUNTIME_FIELDS = {"data", "val", "out", "device", "workers", "val_every", "val_limit", "val_metrics", "val_profile",
                    "select", "ckpt_every", "log_every", "export", "license", "progress", "compile",
                    "channels_last", "deterministic"}
+# Fields that set the run's length: they may grow when a run is extended.
+_LENGTH_FIELDS = frozenset({"steps", "epochs"})
 
 
 @dataclass
@@ -244,7 +246,7 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
         if extend and not resume:
-            raise ValueError("extend: only applies to a resumed run (resume=True)")
+            raise ValueError("extend: only applies to a resumed run (resume=True / --resume)")
         config.validate()
         self.config = cfg = config
         self.method = cfg.method
@@ -509,10 +511,10 @@ class Trainer:
             raise ValueError(f"resume: the checkpoint is for {ckpt.get('method')!r}, not {self.method!r}")
         saved = ckpt.get("config", {})
         mine = self.config.to_dict()
-        length_fields = {"steps", "epochs"} if extend else set()
-        differ = sorted(k for k in mine if k not in _RUNTIME_FIELDS | length_fields and saved.get(k) != mine[k])
+        ignored = _RUNTIME_FIELDS | _LENGTH_FIELDS if extend else _RUNTIME_FIELDS
+        differ = sorted(k for k in mine if k not in ignored and saved.get(k) != mine[k])
         if differ:
-            hint = " (to train longer, extend the run: extend=True / --extend)" if set(differ) <= {"steps", "epochs"} else ""
+            hint = " (to train longer, extend the run: extend=True / --extend)" if set(differ) <= _LENGTH_FIELDS else ""
             raise ValueError(
                 "resume: the configuration differs from the checkpoint's in " + ", ".join(
                     f"{k} ({saved.get(k)!r} there, {mine[k]!r} here)" for k in differ) + hint
