@@ -128,6 +128,32 @@ def test_vif_window_is_separable():
         assert w.sum().item() == pytest.approx(1.0, abs=1e-15)
 
 
+def test_vif_window_spectrum_matches_2d_fft():
+    # VIF builds the window's spectrum from 1-D transforms of its profile
+    for n, grid in ((17, (480, 640)), (9, (240, 320)), (5, (18, 25)), (3, (7, 9))):
+        direct = torch.fft.rfft2(MF.vif_window(n), s=grid).conj()
+        torch.testing.assert_close(MF._vif_window_spectrum(n, grid, torch.float64, None), direct, rtol=0, atol=1e-15)
+
+
+def test_atan_of_ratio_matches_atan_of_division():
+    # Qabf/Nabf orientations use atan2(num * sign(den), |den|); it must equal atan(num / den),
+    # including the +-pi/2 limits of a division by a signed zero
+    g = torch.Generator().manual_seed(1)
+    num = torch.randint(-20, 21, (4000,), generator=g).double()
+    den = torch.randint(-20, 21, (4000,), generator=g).double()
+    den[:6] = torch.tensor([0.0, -0.0, 0.0, -0.0, 0.0, 3.0])
+    num[:6] = torch.tensor([5.0, 5.0, -2.0, -2.0, 0.0, 0.0])
+    want = torch.atan(num / den)
+    got = MF._atan_of_ratio(num, den)
+    defined = ~torch.isnan(want)
+    assert int((~defined).sum()) == int(((num == 0) & (den == 0)).sum()) > 0
+    torch.testing.assert_close(got[defined], want[defined], rtol=0, atol=1e-15)
+    assert torch.equal(got[~defined], torch.zeros_like(got[~defined]))
+    assert got[:4].tolist() == pytest.approx([math.pi / 2, -math.pi / 2, -math.pi / 2, math.pi / 2])
+    for dtype in (torch.float32, torch.float64):  # and in both dtypes the metrics use
+        assert MF._atan_of_ratio(num.to(dtype), den.to(dtype)).dtype == dtype
+
+
 def test_fft_filter2d_and_next_fast_len():
     from ivfusion.filters import fft_filter2d, filter2d, next_fast_len
 

@@ -330,6 +330,15 @@ def _vif_terms(s1: Tensor, s2: Tensor, s12: Tensor) -> Tuple[Tensor, Tensor]:
     return num, den
 
 
+def _vif_window_spectrum(size: int, grid: Tuple[int, int], dtype: torch.dtype, device) -> Tensor:
+    """Conjugate ``rfft2`` of :func:`vif_window` on the ``grid``, from 1-D transforms of its
+    separable profile (the window is ``outer(p, p)`` to ~1e-16): two short FFTs instead of an
+    image-sized 2-D one."""
+    p = _vif_profile(size, dtype, device)
+    spec = torch.fft.fft(p, n=grid[0])[:, None] * torch.fft.rfft(p, n=grid[1])[None, :]
+    return spec.conj_physical_()
+
+
 def _fft_valid(x: Tensor, kspec: Tensor, shape: Tuple[int, int], ksize: int) -> Tensor:
     """'valid' cross-correlation of ``x`` with a ``ksize x ksize`` kernel given as the conjugate of
     its spectrum on the ``shape`` FFT grid (circular correlation never wraps into valid outputs)."""
@@ -356,7 +365,7 @@ def _vif_sums(sources: Sequence[Tensor], dist: Tensor) -> Tuple[Tensor, Tensor]:
         if min(h, w) < size:
             break  # too small for this scale: it (and every coarser one) contributes nothing
         grid = (next_fast_len(h), next_fast_len(w))
-        kspec = torch.fft.rfft2(vif_window(size, dtype=dist.dtype, device=dist.device), s=grid).conj().resolve_conj()
+        kspec = _vif_window_spectrum(size, grid, dist.dtype, dist.device)
         mu2 = _fft_valid(dist, kspec, grid, size)
         s2 = _fft_valid(dist * dist, kspec, grid, size).addcmul_(mu2, mu2, value=-1.0).clamp_min_(0.0)
         for i, ref in enumerate(srcs):
@@ -408,8 +417,15 @@ _QABF_TG, _QABF_KG, _QABF_DG = 0.9994, -15.0, 0.5
 _QABF_TA, _QABF_KA, _QABF_DA = 0.9879, -22.0, 0.8
 
 
+def _atan_of_ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``atan(num / den)`` for ``den != 0`` and ``+-pi/2`` for ``den = +-0 != num`` (the limits of the
+    division), ``+-0`` for ``0 / 0``; as ``atan2(num * sign(den), |den|)``, an exact rewrite that
+    runs about twice as fast as ``atan`` on CPU (whose ``atan`` is not vectorised)."""
+    return torch.atan2(torch.copysign(num.new_ones(()), den).mul_(num), den.abs())
+
+
 def _edge_strength(sx: Tensor, sy: Tensor) -> Tensor:
-    return torch.sqrt(sx * sx + sy * sy)
+    return torch.square(sx).addcmul_(sy, sy).sqrt_()
 
 
 def _qabf_edges(x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -420,19 +436,23 @@ def _qabf_edges(x: Tensor) -> Tuple[Tensor, Tensor]:
     :func:`ivfusion.filters.sobel` computes, which leaves ``g`` and ``Sy / Sx`` unchanged.
     """
     sx, sy = sobel(x, "zero")
-    angle = torch.atan(sy / sx)  # +-pi/2 for Sx = 0 < |Sy|, NaN for 0/0: both replaced next
+    angle = _atan_of_ratio(sy, sx)  # Sx = 0 (+-pi/2 or 0) is replaced next
     return _edge_strength(sx, sy), angle.masked_fill_(sx == 0, math.pi / 2)
 
 
 def _qabf_preservation(g_src: Tensor, a_src: Tensor, g_f: Tensor, a_f: Tensor, equal_strength: str) -> Tensor:
     # G = min/max of the strengths; where they are equal the reference stores gF itself, not 1
-    ratio = torch.minimum(g_src, g_f) / torch.maximum(g_src, g_f)
-    ratio = torch.where(g_src == g_f, g_f if equal_strength == "reference" else torch.ones_like(g_f), ratio)
+    ratio = torch.minimum(g_src, g_f).div_(torch.maximum(g_src, g_f))
+    equal = g_src == g_f
+    if equal_strength == "reference":
+        ratio = torch.where(equal, g_f, ratio)
+    else:
+        ratio.masked_fill_(equal, 1.0)
     # Tg / (1 + exp(kg (G - Dg))) = Tg * sigmoid(-kg (G - Dg)); likewise for the orientation term
     # with A = 1 - |aX - aF| / (pi/2): -ka (A - Da) = -ka (1 - Da) + ka |aX - aF| / (pi/2)
-    q_g = torch.sigmoid((ratio - _QABF_DG) * -_QABF_KG)
-    orient = torch.add(-_QABF_KA * (1.0 - _QABF_DA), (a_src - a_f).abs_(), alpha=_QABF_KA / (math.pi / 2))
-    return q_g.mul_(torch.sigmoid(orient)).mul_(_QABF_TG * _QABF_TA)
+    q_g = ratio.sub_(_QABF_DG).mul_(-_QABF_KG).sigmoid_()
+    orient = torch.sub(a_src, a_f).abs_().mul_(_QABF_KA / (math.pi / 2)).add_(-_QABF_KA * (1.0 - _QABF_DA))
+    return q_g.mul_(orient.sigmoid_()).mul_(_QABF_TG * _QABF_TA)
 
 
 def qabf(fused: Tensor, ir: Tensor, vis: Tensor, *, equal_strength: str = "reference") -> Tensor:
@@ -475,7 +495,7 @@ def _nabf_edges(x: Tensor) -> Tuple[Tensor, Tensor]:
     sx, sy = sobel(x, "reflect")
     # sqrt((Sx/8)^2 + (Sy/8)^2) == sqrt(Sx^2 + Sy^2) / 8 and (Sx/8) / (-Sy/8) == -Sx/Sy exactly
     g = _edge_strength(sx, sy).mul_(0.125)
-    angle = torch.atan(sx / sy.neg()).nan_to_num_(nan=0.0)  # 0/0 -> NaN -> 0
+    angle = _atan_of_ratio(sx, sy.neg())  # 0 where both are 0
     return g, angle
 
 
