@@ -135,6 +135,20 @@ def test_vif_window_spectrum_matches_2d_fft():
         torch.testing.assert_close(MF._vif_window_spectrum(n, grid, torch.float64, None), direct, rtol=0, atol=1e-15)
 
 
+def test_ssim_from_moments_consume_is_bit_identical():
+    from ivfusion.filters import ssim_from_moments
+
+    g = torch.Generator().manual_seed(2)
+    for dtype in (torch.float64, torch.float32):
+        s_x, s_y, s_xx, s_yy, s_xy = (torch.rand(2, 1, 9, 11, generator=g, dtype=dtype) * 500 for _ in range(5))
+        opts = dict(n=49.0, cov_scale=49 / 48, c1=4e-4, c2=3.6e-3)
+        want = ssim_from_moments(s_x, s_y, s_xx, s_yy, s_xy, **opts)
+        kept = [t.clone() for t in (s_x, s_xx)]
+        got = ssim_from_moments(s_x, s_y.clone(), s_xx, s_yy.clone(), s_xy.clone(), consume=True, **opts)
+        assert torch.equal(got, want)
+        assert torch.equal(kept[0], s_x) and torch.equal(kept[1], s_xx)  # only s_y, s_yy, s_xy are consumed
+
+
 def test_atan_of_ratio_matches_atan_of_division():
     # Qabf/Nabf orientations use atan2(num * sign(den), |den|); it must equal atan(num / den),
     # including the +-pi/2 limits of a division by a signed zero

@@ -607,5 +607,6 @@ def ssim(
         s_s = _window_sums(src, window, size, sigma)
         s_ss = _window_sums(src * src, window, size, sigma)
         s_fs = _window_sums(fused * src, window, size, sigma)
-        total += ssim_from_moments(s_f, s_s, s_ff, s_ss, s_fs, n=n, cov_scale=cov_scale, c1=c1, c2=c2).flatten(1).mean(1)
+        total += ssim_from_moments(s_f, s_s, s_ff, s_ss, s_fs, n=n, cov_scale=cov_scale, c1=c1, c2=c2,
+                                   consume=True).flatten(1).mean(1)
     return total if reduction == "sum" else total / 2.0
