@@ -507,19 +507,20 @@ def _nabf_loss(g_src: Tensor, a_src: Tensor, g_f: Tensor, a_f: Tensor) -> Tensor
     small positive terms: accurate to a few ulp even in float32 (where ``1 - Q`` directly would
     lose four digits, ``Q`` being within 1e-3 of 1 wherever edges agree)."""
     # G = min/max, 0 where either strength is 0 (min = 0; the clamp keeps 0/0 away)
-    ratio = torch.minimum(g_src, g_f) / torch.maximum(g_src, g_f).clamp_min(torch.finfo(g_src.dtype).tiny)
-    orient = ((a_src - a_f).abs_() - math.pi / 2).abs_().mul_(2.0 / math.pi)
+    ratio = torch.minimum(g_src, g_f).div_(torch.maximum(g_src, g_f).clamp_min_(torch.finfo(g_src.dtype).tiny))
+    orient = torch.sub(a_src, a_f).abs_().sub_(math.pi / 2).abs_().mul_(2.0 / math.pi)
     # Nr / (1 + exp(-k (x - s))) = Nr * sigmoid(k (x - s)) = Nr * (1 - sigmoid(-k (x - s)))
-    u_g = torch.sigmoid(ratio.sub_(_NABF_SG).mul_(-_NABF_KG))
-    u_a = torch.sigmoid(orient.sub_(_NABF_SA).mul_(-_NABF_KA))
+    u_g = ratio.sub_(_NABF_SG).mul_(-_NABF_KG).sigmoid_()
+    u_a = orient.sub_(_NABF_SA).mul_(-_NABF_KA).sigmoid_()
     c = _NABF_NRG * _NABF_NRA
-    one_minus_q2 = (u_g + u_a).sub_(u_g * u_a).mul_(c).add_(1.0 - c)
-    q = (1.0 - one_minus_q2).sqrt_()
+    both = u_g * u_a
+    one_minus_q2 = u_g.add_(u_a).sub_(both).mul_(c).add_(1.0 - c)
+    q = torch.neg(one_minus_q2, out=both).add_(1.0).sqrt_()  # 1 - (1 - Q^2), in the spent buffer
     return one_minus_q2.div_(q.add_(1.0))
 
 
 def _nabf_weight(g: Tensor) -> Tensor:
-    return torch.where(g >= _NABF_TD, g * torch.sqrt(g), torch.zeros_like(g))  # g^1.5 where g >= Td
+    return torch.sqrt(g).mul_(g).masked_fill_(g < _NABF_TD, 0.0)  # g^1.5 where g >= Td
 
 
 def nabf(fused: Tensor, ir: Tensor, vis: Tensor) -> Tensor:
