@@ -79,8 +79,8 @@ def _check_triplet(fused: Tensor, ir: Tensor, vis: Tensor, min_size: int = 1) ->
 
 
 def _grey_levels(x: Tensor) -> Tensor:
-    """Integer grey levels 0..255 as int64 (round half to even, like ``numpy.round``)."""
-    return torch.round(x).clamp_(0, 255).to(torch.int64)
+    """Integer grey levels 0..255 as int32 (round half to even, like ``numpy.round``)."""
+    return torch.round(x).clamp_(0, 255).to(torch.int32)
 
 
 def _entropy_from_counts(counts: Tensor, n: int) -> Tensor:
@@ -92,10 +92,12 @@ def _entropy_from_counts(counts: Tensor, n: int) -> Tensor:
 
 
 def _histograms(levels: Tensor, bins: int) -> Tensor:
-    """Per-image histograms: ``levels`` is ``(B, N)`` int64 in ``[0, bins)`` -> ``(B, bins)`` counts."""
+    """Per-image histograms: ``levels`` is ``(B, N)`` integers in ``[0, bins)`` -> ``(B, bins)`` counts."""
     b = levels.shape[0]
-    offsets = torch.arange(b, device=levels.device).unsqueeze(1) * bins
-    flat = (levels + offsets).reshape(-1)
+    if b == 1:
+        return torch.bincount(levels.reshape(-1), minlength=bins).reshape(1, bins)
+    offsets = torch.arange(b, device=levels.device, dtype=torch.int64).unsqueeze(1) * bins
+    flat = (levels + offsets).reshape(-1)  # int64: B * bins may pass 2^31
     return torch.bincount(flat, minlength=b * bins).reshape(b, bins)
 
 
