@@ -485,14 +485,28 @@ def test_metric_selection(triplet):
     assert list(full) == ALL and got["Qabf"] == full["Qabf"]
 
 
+def test_batch_of_64_in_one_call_matches_single_calls(rng):
+    # the batched path the GPU uses (one call per metric for the whole batch), exercised on CPU;
+    # each image's scores equal a call on that image alone, so images do not leak into each other
+    imgs = [torch.from_numpy(smooth_image(rng, 24, 28)).double()[None, None] for _ in range(3 * 8)]
+    f, a, b = (torch.cat(imgs[k::3]).repeat(8, 1, 1, 1) for k in range(3))
+    assert f.shape == (64, 1, 24, 28)
+    batch = evaluate_batch(f, a, b)
+    for k in (0, 5, 63):
+        one = evaluate_batch(f[k : k + 1], a[k : k + 1], b[k : k + 1])
+        for name in ALL:
+            assert batch[name].shape == (64,)
+            assert batch[name][k].item() == pytest.approx(one[name].item(), rel=1e-12, abs=1e-15), name
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(rng):
-    x = [torch.from_numpy(smooth_image(rng, 64, 72)).double()[None, None].repeat(4, 1, 1, 1) for _ in range(3)]
+    x = [torch.from_numpy(smooth_image(rng, 64, 72)).double()[None, None].repeat(64, 1, 1, 1) for _ in range(3)]
     cpu = evaluate_batch(*x, dtype=torch.float64)
     gpu = evaluate_batch(*(t.cuda() for t in x), dtype=torch.float64)
     gpu_default = evaluate_batch(*(t.cuda() for t in x))
     for name in ALL:
-        assert gpu[name].device.type == "cuda" and gpu[name].shape == (4,)
+        assert gpu[name].device.type == "cuda" and gpu[name].shape == (64,)
         torch.testing.assert_close(gpu[name].cpu(), cpu[name], rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(gpu_default[name].cpu(), cpu[name], rtol=1e-6, atol=1e-9)
 
