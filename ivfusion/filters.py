@@ -191,7 +191,8 @@ def ssim_from_moments(
         num = (2.0 * pxy + c1 * n2) * (2.0 * cov_scale * (n * s_xy - pxy) + c2 * n2)
         den = (pxx + pyy + c1 * n2) * (cov_scale * (n * (s_xx + s_yy) - pxx - pyy) + c2 * n2)
         return num / den
-    # the same operations in the same order (up to commuting + and *, exact in IEEE arithmetic)
+    # the same operations in the same order (up to commuting + and *, exact in IEEE arithmetic),
+    # in place; the training losses keep the form above, whose intermediates autograd needs
     pyy = s_y.square_()
     num = s_xy.mul_(n).sub_(pxy).mul_(2.0 * cov_scale).add_(c2 * n2).mul_(pxy.mul_(2.0).add_(c1 * n2))
     den2 = s_yy.add_(s_xx).mul_(n).sub_(pxx).sub_(pyy).mul_(cov_scale).add_(c2 * n2)

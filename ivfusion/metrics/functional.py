@@ -94,10 +94,9 @@ def _entropy_from_counts(counts: Tensor, n: int) -> Tensor:
 def _histograms(levels: Tensor, bins: int) -> Tensor:
     """Per-image histograms: ``levels`` is ``(B, N)`` integers in ``[0, bins)`` -> ``(B, bins)`` counts."""
     b = levels.shape[0]
-    if b == 1:
-        return torch.bincount(levels.reshape(-1), minlength=bins).reshape(1, bins)
-    offsets = torch.arange(b, device=levels.device, dtype=torch.int64).unsqueeze(1) * bins
-    flat = (levels + offsets).reshape(-1)  # int64: B * bins may pass 2^31
+    flat = levels.reshape(-1)
+    if b > 1:  # image k counts into bins k * bins ... (k + 1) * bins - 1; int64: B * bins may pass 2^31
+        flat = (levels + torch.arange(b, device=levels.device, dtype=torch.int64).unsqueeze(1) * bins).reshape(-1)
     return torch.bincount(flat, minlength=b * bins).reshape(b, bins)
 
 
