@@ -95,6 +95,17 @@ class TrainConfig:
     data: List[str] = field(default_factory=list)
     #: Validation folder (``ir/`` + ``vi/``); ``None`` = no validation (the last step is "best").
     val: Optional[str] = None
+    #: A validation split held back from ``data`` (``"mixed"`` or a JSON file, see
+    #: :mod:`ivfusion.train.splits`): its pairs are removed from training and validated per domain
+    #: (with ``val``, if given, as one more domain). With a split, the best checkpoint is chosen on
+    #: the mean over domains of each :attr:`select` metric relative to ``guided`` on that domain.
+    val_split: Optional[str] = None
+    #: Validate on images shrunk (area average) so that their longer side is at most this many
+    #: pixels (``None``: full size). Makes in-training validation affordable on the CPU.
+    val_max_side: Optional[int] = None
+    #: Warm start: initial network weights (a manifest weight name or a ``.safetensors`` path)
+    #: instead of the seeded random initialisation.
+    init_weights: Optional[str] = None
     #: Run directory: config, checkpoints, logs, exports.
     out: str = "runs/train"
 
@@ -125,7 +136,9 @@ class TrainConfig:
     min_lr: float = 0.0
     #: Clip the global gradient norm to this value (``None``: off, as in all four papers).
     grad_clip: Optional[float] = None
-    #: FISCNet's saliency maps (``"vsm"``/``"vsm_binary"``); ``None`` for the other methods.
+    #: Saliency maps served with each crop: FISCNet's (``"vsm"``/``"vsm_binary"``), RefineFuse's
+    #: infrared targets (``"ir_bright"``, for its ``margin_saliency``/``saliency`` masks); ``None``
+    #: otherwise.
     saliency: Optional[str] = None
     #: Network constructor options (passed to ``create_model``; the exporter reads them too).
     model: Dict[str, Any] = field(default_factory=dict)
@@ -232,7 +245,7 @@ class TrainConfig:
         need(self.grad_clip is None or (is_num(self.grad_clip) and self.grad_clip > 0), "grad_clip", "None or > 0")
         need(self.saliency is None or self.saliency in SALIENCY_MODES, "saliency", f"None or one of {SALIENCY_MODES}")
         if self.method == "fiscnet":
-            need(self.saliency is not None, "saliency", f"one of {SALIENCY_MODES} (FISCNet's loss needs the maps)")
+            need(self.saliency in ("vsm", "vsm_binary"), "saliency", "'vsm' or 'vsm_binary' (FISCNet's loss needs the maps)")
         need(isinstance(self.model, dict), "model", "a dict of constructor options")
         need(isinstance(self.loss, dict), "loss", "a dict of loss options")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an int >= 0")
@@ -241,6 +254,13 @@ class TrainConfig:
         need((is_int(self.val_every) and self.val_every >= 0) or self.val_every in ("auto", "epoch"),
              "val_every", "an int >= 0, 'auto' or 'epoch'")
         need(self.val_limit is None or (is_int(self.val_limit) and self.val_limit >= 1), "val_limit", "None or >= 1")
+        need(self.val_split is None or isinstance(self.val_split, str), "val_split", "None, 'mixed' or a JSON path")
+        need(self.val_max_side is None or (is_int(self.val_max_side) and self.val_max_side >= 16), "val_max_side",
+             "None or an int >= 16")
+        need(self.init_weights is None or isinstance(self.init_weights, str), "init_weights",
+             "None, a weight name or a .safetensors path")
+        if self.method == "refinefuse" and self.loss.get("mask") in ("margin_saliency", "saliency"):
+            need(self.saliency == "ir_bright", "saliency", f"'ir_bright' for loss mask {self.loss['mask']!r}")
         need(self.ckpt_every is None or (is_int(self.ckpt_every) and self.ckpt_every >= 1), "ckpt_every", "None or >= 1")
         need(is_int(self.log_every) and self.log_every >= 1, "log_every", "an int >= 1")
         need(self.val_profile in ("reference", "standard"), "val_profile", "'reference' or 'standard'")

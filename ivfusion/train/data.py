@@ -15,7 +15,8 @@ function of ``(seed, epoch, index)``.
   data of the uninterrupted one.
 
 RefineFuse's contrast masks are not made here: the loss computes them batched on the training
-device (:func:`ivfusion.train.losses.contrast_mask`).
+device (:func:`ivfusion.train.losses.contrast_mask`); its infrared saliency (``"ir_bright"``) needs
+the full image and is cached here like FISCNet's maps.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ __all__ = [
     "find_pairs",
     "load_luma",
     "vsm_saliency",
+    "ir_bright_mask",
     "sample_rng",
     "epoch_permutation",
     "PairedFusionDataset",
@@ -54,8 +56,10 @@ CROP_MODES = ("random", "center")
 #: ``"none"``; ``"hflip"`` (horizontal flip, p = 0.5); ``"dihedral"`` (horizontal flip, vertical
 #: flip and transpose, each p = 0.5: the 8 rotations/reflections by multiples of 90 degrees, uniformly).
 AUGMENTATIONS = ("none", "hflip", "dihedral")
-#: ``"vsm"``: the visible image's VSM map (FISCNet's default); ``"vsm_binary"``: ``1[VSM(V) > VSM(I)]``.
-SALIENCY_MODES = ("vsm", "vsm_binary")
+#: ``"vsm"``: the visible image's VSM map (FISCNet's default); ``"vsm_binary"``: ``1[VSM(V) > VSM(I)]``;
+#: ``"ir_bright"``: RefineFuse's stand-in for its salient-object mask, ``1[I > mean(I) + 2 std(I)]`` over
+#: the full infrared image (:func:`ir_bright_mask`).
+SALIENCY_MODES = ("vsm", "vsm_binary", "ir_bright")
 
 # SeedSequence spawn-key tags separating the random streams.
 _TAG_PERMUTATION = 0
@@ -146,7 +150,22 @@ def vsm_saliency(y: np.ndarray) -> np.ndarray:
     return ((lut - lo) / (hi - lo))[y]
 
 
+def ir_bright_mask(ir: np.ndarray, k: float = 2.0) -> np.ndarray:
+    """Bright thermal targets of an 8-bit infrared image: ``1[I > mean(I) + k std(I)]``, ``bool (H, W)``.
+
+    RefineFuse's loss wants a salient-object mask ``M_sal`` (people, vehicles) that our data has no
+    labels for (MODELS.md 5.7). Warm bodies and engines are the brightest few per cent of a thermal
+    image; a threshold relative to the image's own statistics finds them at day and night without
+    a tuned absolute level (on the training folders it marks 1.3 % (RoadScene) to 4.6 % (LLVIP) of
+    the pixels). Computed on the full image, so a crop sees the same targets as the whole scene.
+    """
+    x = ir.astype(np.float64)
+    return x > x.mean() + k * x.std()
+
+
 def _saliency_u8(ir: np.ndarray, vis: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "ir_bright":
+        return np.where(ir_bright_mask(ir), 255, 0).astype(np.uint8)
     if mode == "vsm":
         return np.round(vsm_saliency(vis) * 255.0).astype(np.uint8)
     s_vis = np.round(vsm_saliency(vis) * 255.0)

@@ -11,7 +11,7 @@ network        loss                                                             
 =============  =====================================================================  ==========
 F3Net          ``1 L_pixel + 100 L_gradient + 10 L_ssim``                              4.7
 DIDFuse        reconstruction (MSE + 5 SSIM) x 2, feature decomposition, VIS gradient  2.5
-RefineFuse     ``5 L_int + L_text`` with contrast masks                                5.7
+RefineFuse     ``5 L_int + L_text`` with infrared masks (contrast / margin / saliency)     5.7
 FISCNet        ``3 L_mask + 10 L_max + 10 L_grad`` with VSM saliency maps              3.8
 =============  =====================================================================  ==========
 """
@@ -29,6 +29,7 @@ __all__ = [
     "sobel_l1_magnitude",
     "ssim_loss_map",
     "contrast_mask",
+    "REFINEFUSE_MASKS",
     "f3net_loss",
     "didfuse_loss",
     "refinefuse_loss",
@@ -82,17 +83,31 @@ def ssim_loss_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ssim_map(x, y, window="gaussian", size=11, sigma=1.5, data_range=1.0, padding="zero")
 
 
+#: RefineFuse's infrared-mask rules (``refinefuse_loss(mask=...)``).
+REFINEFUSE_MASKS = ("contrast", "margin", "margin_saliency", "saliency")
+
+
 @torch.no_grad()
-def contrast_mask(ir: torch.Tensor, vis: torch.Tensor, *, size: int = 9, sigma: float = 1.5) -> torch.Tensor:
-    """RefineFuse's contrast-mask fallback (MODELS.md 5.7, C-RF-10): ``M_I = 1[var_I > var_V]``.
+def contrast_mask(
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    *,
+    size: int = 9,
+    sigma: float = 1.5,
+    ratio: float = 1.0,
+    floor: float = 0.0,
+) -> torch.Tensor:
+    """RefineFuse's contrast mask ``M_con = 1[var_I > ratio var_V + floor]`` (MODELS.md 5.7).
 
     ``var_X = max(g * X^2 - (g * X)^2, 0)`` with ``g`` a normalised ``size x size`` Gaussian
-    (std ``sigma``) and reflect padding; ties go to the visible image. Returns a float ``{0, 1}``
-    tensor shaped like ``ir``, without gradient.
+    (std ``sigma``) and reflect padding; ties go to the visible image. ``ratio = 1, floor = 0`` is
+    the design's fallback (C-RF-10); ``ratio > 1`` and ``floor > 0`` (a variance on the [0, 1]
+    scale) make the infrared win only where its local contrast is clearly higher, relatively and
+    absolutely. Returns a float ``{0, 1}`` tensor shaped like ``ir``, without gradient.
     """
     ir, vis = _check(("ir", "vis"), ir, vis)
     var = local_variance2d(torch.cat([ir, vis], dim=1), size, sigma, padding="reflect")
-    return (var[:, :1] > var[:, 1:]).to(ir.dtype)
+    return (var[:, :1] > ratio * var[:, 1:] + floor).to(ir.dtype)
 
 
 # ------------------------------------------------------------------------------------ F3Net
@@ -203,9 +218,13 @@ def refinefuse_loss(
     vis: torch.Tensor,
     *,
     mask_ir: Optional[torch.Tensor] = None,
+    saliency_ir: Optional[torch.Tensor] = None,
+    mask: str = "contrast",
     lam: float = 5.0,
     mask_window: int = 9,
     mask_sigma: float = 1.5,
+    margin_ratio: float = 4.0,
+    margin_floor: float = (4.0 / 255.0) ** 2,
 ) -> LossOutput:
     """RefineFuse (MODELS.md 5.7): ``lam L_int + L_text`` with ``lam = 5``.
 
@@ -213,12 +232,43 @@ def refinefuse_loss(
     * ``L_text = sum over d in {x, y} of mean| |S_d * F| - max(|S_d * I|, |S_d * V|) |``
       (unnormalised Sobel per direction, reflect padding 1)
 
-    ``mask_ir`` (``M_I``, ``{0, 1}``, shaped like ``ir``) defaults to :func:`contrast_mask` of the
-    sources, computed here on their device (batched, no gradient). Terms: ``intensity``, ``texture``.
+    The infrared mask ``M_I`` (``{0, 1}``, shaped like ``ir``) is ``mask_ir`` when given, else
+    built from the sources by the rule ``mask``:
+
+    * ``"contrast"``: ``1[var_I > var_V]``, the design's label-free fallback. **Known defect**
+      (MODELS.md 5.7): wherever both sources are flat (sky, walls, road) the infrared's sensor
+      noise wins, so the output is pulled to the infrared exactly where the visible image holds the
+      scene; weights trained with it return nearly the infrared image outside road scenes.
+    * ``"margin"``: ``1[var_I > margin_ratio var_V + margin_floor]``: the infrared must win clearly,
+      by a factor (4: twice the local standard deviation) and above a floor (a standard deviation
+      of 4 grey levels, above 8-bit sensor noise).
+    * ``"margin_saliency"``: ``margin`` OR ``saliency_ir``: the paper's ``M_sal + M_con`` with the
+      bright-target map standing in for the labelled objects.
+    * ``"saliency"``: ``saliency_ir`` alone.
+
+    ``saliency_ir`` is the infrared saliency map ``M_sal`` (``{0, 1}``, shaped like ``ir``; the
+    trainer feeds the ``"ir_bright"`` maps of :class:`~ivfusion.train.data.PairedFusionDataset`).
+    Which rule the shipped weights use, and the ablation that chose it, is in their manifest
+    recipe. Terms: ``intensity``, ``texture``.
     """
     fused, ir, vis = _check(("fused", "ir", "vis"), fused, ir, vis)
+    if mask not in REFINEFUSE_MASKS:
+        raise ValueError(f"mask: expected one of {REFINEFUSE_MASKS}, got {mask!r}")
     if mask_ir is None:
-        mask_ir = contrast_mask(ir, vis, size=mask_window, sigma=mask_sigma)
+        if mask in ("margin_saliency", "saliency"):
+            if saliency_ir is None:
+                raise ValueError(f"saliency_ir: mask={mask!r} needs the infrared saliency map (saliency='ir_bright')")
+            (saliency_ir,) = _check(("saliency_ir",), saliency_ir)
+            if saliency_ir.shape != fused.shape:
+                raise ValueError(f"saliency_ir: shape {tuple(saliency_ir.shape)} differs from fused's {tuple(fused.shape)}")
+            salient = (saliency_ir > 0.5).to(fused.dtype)
+        if mask == "saliency":
+            mask_ir = salient
+        else:
+            ratio, floor = (1.0, 0.0) if mask == "contrast" else (margin_ratio, margin_floor)
+            mask_ir = contrast_mask(ir, vis, size=mask_window, sigma=mask_sigma, ratio=ratio, floor=floor)
+            if mask == "margin_saliency":
+                mask_ir = torch.maximum(mask_ir, salient)
     else:
         (mask_ir,) = _check(("mask_ir",), mask_ir.to(fused.dtype) if mask_ir.dtype == torch.bool else mask_ir)
         if mask_ir.shape != fused.shape:

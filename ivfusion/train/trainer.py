@@ -39,7 +39,10 @@ from .._progress import ProgressBar
 from ..models import create_model, get_model_info
 from . import losses as L
 from .config import TrainConfig, lr_factor
+from ..classical import fuse_guided
+from ..weights import load_weights
 from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, find_pairs, load_luma, make_loader
+from .splits import exclude_split, split_pairs
 
 __all__ = ["Trainer", "TrainResult", "train", "DATA_TERMS", "data_folder_name", "hardware_description"]
 
@@ -60,7 +63,7 @@ _LOSS_FUNCTIONS = {
 _MAX_INIT_DRAWS = 10
 # Fields a resumed run may change (every other config field must match the checkpoint's).
 _RUNTIME_FIELDS = {"data", "val", "out", "device", "workers", "val_every", "val_limit", "val_metrics", "val_profile",
-                   "select", "ckpt_every", "log_every", "export", "license", "progress", "compile",
+                   "select", "ckpt_every", "log_every", "export", "license", "progress", "compile", "val_max_side",
                    "channels_last", "deterministic"}
 # Fields that set the run's length: they may grow when a run is extended.
 _LENGTH_FIELDS = frozenset({"steps", "epochs"})
@@ -268,7 +271,12 @@ class Trainer:
         if dataset is None:
             if not cfg.data:
                 raise ValueError("data: expected at least one training folder")
-            dataset = PairedFusionDataset(cfg.data, crop=cfg.crop, crop_mode=cfg.crop_mode, augment=cfg.augment,
+            pairs = find_pairs(cfg.data)
+            if cfg.val_split is not None:
+                pairs = exclude_split(pairs, cfg.val_split)
+                if not pairs:
+                    raise ValueError(f"val_split: {cfg.val_split!r} holds back every training pair")
+            dataset = PairedFusionDataset(pairs, crop=cfg.crop, crop_mode=cfg.crop_mode, augment=cfg.augment,
                                           saliency=cfg.saliency, seed=cfg.seed)
         elif not isinstance(dataset, PairedFusionDataset):
             raise TypeError(f"dataset: expected a PairedFusionDataset, got {type(dataset).__name__}")
@@ -277,6 +285,8 @@ class Trainer:
                 if getattr(dataset, name) != getattr(cfg, name):
                     raise ValueError(f"dataset: its {name} {getattr(dataset, name)!r} differs from the config's "
                                      f"{getattr(cfg, name)!r}")
+        if cfg.val_split is not None and len(exclude_split(dataset.pairs, cfg.val_split)) != len(dataset):
+            raise ValueError(f"dataset: it holds pairs of the validation split {cfg.val_split!r}")
         self.dataset = dataset
         self.batches_per_epoch = cfg.batches_per_epoch(len(dataset))
         if self.batches_per_epoch == 0:
@@ -284,6 +294,8 @@ class Trainer:
         self.total_steps = cfg.total_steps(len(dataset))
 
         self.model, self.init_draws = self._init_model()
+        if cfg.init_weights is not None and not resume:
+            load_weights(self.model, cfg.method, cfg.init_weights)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.train()
@@ -313,7 +325,8 @@ class Trainer:
         self.best: Dict[str, Any] = {"score": None, "step": None, "metrics": {}}
         self._acc: Dict[str, torch.Tensor] = {}
         self._acc_count = 0
-        self._val_cache: Optional[List[Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = None
+        self._val_cache: Optional[Dict[str, List[Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]]] = None
+        self._guided: Optional[Dict[str, Dict[str, float]]] = None
         self.val_metrics_names = list(cfg.val_metrics)
         self._log = _Log(self.out, ["kind", "step", "epoch", "lr", *self.term_names, *self.val_metrics_names,
                                     "score", "elapsed_s"])
@@ -360,6 +373,11 @@ class Trainer:
         return cls(self.params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
 
     @property
+    def validates(self) -> bool:
+        """Whether the run has validation data (``val`` or ``val_split``)."""
+        return self.config.val is not None or self.config.val_split is not None
+
+    @property
     def val_interval(self) -> int:
         """Steps between validations (0 = only after the last step)."""
         v = self.config.val_every
@@ -373,7 +391,7 @@ class Trainer:
     def ckpt_interval(self) -> int:
         if self.config.ckpt_every is not None:
             return self.config.ckpt_every
-        if self.config.val is not None and self.val_interval > 0:
+        if self.validates and self.val_interval > 0:
             return self.val_interval
         return 1000
 
@@ -400,6 +418,8 @@ class Trainer:
             fused = self._fuse(ir, vis)  # FISCNet: the clamped output, as its loss requires
         if self.method == "fiscnet":
             return self.loss_fn(fused, ir, vis, batch["mask"], **kw)
+        if self.method == "refinefuse" and "mask" in batch:
+            return self.loss_fn(fused, ir, vis, saliency_ir=batch["mask"], **kw)
         return self.loss_fn(fused, ir, vis, **kw)
 
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -419,60 +439,99 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
 
-    def _val_data(self):
-        if self._val_cache is None:
-            from ..metrics import prepare_image
+    def _val_item(self, p) -> Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        from ..metrics import prepare_image
 
-            pairs = find_pairs(self.config.val)
-            if self.config.val_limit is not None:
-                pairs = pairs[: self.config.val_limit]
-            cache = []
-            for p in pairs:
-                ir = torch.from_numpy(load_luma(p.ir, name=f"ir image {p.ir}"))
-                vis = torch.from_numpy(load_luma(p.vis, name=f"visible image {p.vis}"))
-                if ir.shape != vis.shape:
-                    raise ValueError(f"validation pair {p.stem!r}: infrared and visible differ in size")
-                cache.append((
-                    p.stem,
-                    (ir.float() / 255.0)[None, None].to(self.device),
-                    (vis.float() / 255.0)[None, None].to(self.device),
-                    prepare_image(p.ir, name="ir", device=self.device),
-                    prepare_image(p.vis, name="vis", device=self.device),
-                ))
-            self._val_cache = cache
+        ir = torch.from_numpy(load_luma(p.ir, name=f"ir image {p.ir}"))
+        vis = torch.from_numpy(load_luma(p.vis, name=f"visible image {p.vis}"))
+        if ir.shape != vis.shape:
+            raise ValueError(f"validation pair {p.stem!r}: infrared and visible differ in size")
+        side = self.config.val_max_side
+        if side is not None and max(ir.shape) > side:
+            scale = side / max(ir.shape)
+            size = (max(1, round(ir.shape[0] * scale)), max(1, round(ir.shape[1] * scale)))
+            # Area-averaged and rounded to 8 bits, so the network and the metrics see one image.
+            ir_ref, vis_ref = (torch.nn.functional.interpolate(x.double()[None, None], size=size, mode="area").round()
+                               for x in (ir, vis))
+        else:
+            ir_ref = prepare_image(p.ir, name="ir", device="cpu")
+            vis_ref = prepare_image(p.vis, name="vis", device="cpu")
+        return (p.stem, (ir_ref.float() / 255.0).to(self.device), (vis_ref.float() / 255.0).to(self.device),
+                ir_ref.to(self.device), vis_ref.to(self.device))
+
+    def _val_data(self) -> Dict[str, List[Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """Validation pairs by domain: the split's domains, then ``config.val`` (first ``val_limit``)."""
+        if self._val_cache is None:
+            cfg = self.config
+            sets = dict(split_pairs(cfg.val_split, cfg.data)) if cfg.val_split is not None else {}
+            if cfg.val is not None:
+                pairs = find_pairs(cfg.val)
+                if cfg.val_limit is not None:
+                    pairs = pairs[: cfg.val_limit]
+                sets[data_folder_name(cfg.val)] = pairs
+            if not sets:
+                raise ValueError("val, val_split: no validation pairs (give val, or a val_split matching data)")
+            self._val_cache = {domain: [self._val_item(p) for p in pairs] for domain, pairs in sets.items()}
         return self._val_cache
 
-    def validate(self, **forward_options: Any) -> Dict[str, float]:
-        """Mean validation metrics over ``config.val`` (first ``val_limit`` pairs): full-size luma
-        through the network in eval mode (float32, ``torch.inference_mode``), the output rounded to
-        8 bits, scored with :func:`ivfusion.metrics.evaluate_batch`. ``forward_options`` go to the
-        network (e.g. DIDFuse's ``rule``)."""
+    def _score_pairs(self, fn, pairs) -> Dict[str, float]:
         from ..metrics import evaluate_batch
 
-        if self.config.val is None:
+        sums: Dict[str, float] = {name: 0.0 for name in self.val_metrics_names}
+        for _, ir, vis, ir_ref, vis_ref in pairs:
+            fused255 = torch.round(fn(ir, vis).float().clamp(0.0, 1.0).double() * 255.0)
+            scores = evaluate_batch(fused255, ir_ref, vis_ref, self.val_metrics_names, profile=self.config.val_profile)
+            for name, value in scores.items():
+                sums[name] += float(value.sum())
+        return {name: total / len(pairs) for name, total in sums.items()}
+
+    def validate_domains(self, **forward_options: Any) -> Dict[str, Dict[str, float]]:
+        """Mean validation metrics per domain (see :meth:`_val_data`): luma through the network in
+        eval mode (float32, ``torch.inference_mode``), the output rounded to 8 bits, scored with
+        :func:`ivfusion.metrics.evaluate_batch`. ``forward_options`` go to the network (e.g.
+        DIDFuse's ``rule``)."""
+        if not self.validates:
             raise ValueError("val: no validation folder configured")
         was_training = self.model.training
         self.model.eval()
-        sums: Dict[str, float] = {name: 0.0 for name in self.val_metrics_names}
-        pairs = self._val_data()
         try:
             with torch.inference_mode():
-                for _, ir, vis, ir_ref, vis_ref in pairs:
-                    fused = self.model(ir, vis, **forward_options).float().clamp(0.0, 1.0)
-                    fused255 = torch.round(fused.double() * 255.0)
-                    scores = evaluate_batch(fused255, ir_ref, vis_ref, self.val_metrics_names,
-                                            profile=self.config.val_profile)
-                    for name, value in scores.items():
-                        sums[name] += float(value.sum())
+                return {d: self._score_pairs(lambda i, v: self.model(i, v, **forward_options), pairs)
+                        for d, pairs in self._val_data().items()}
         finally:
             self.model.train(was_training)
-        return {name: total / len(pairs) for name, total in sums.items()}
+
+    def validate(self, **forward_options: Any) -> Dict[str, float]:
+        """Validation metrics averaged over the domains of :meth:`validate_domains` (with one
+        validation folder and no split: that folder's mean metrics)."""
+        return _mean_over_domains(self.validate_domains(**forward_options))
+
+    def guided_metrics(self) -> Dict[str, Dict[str, float]]:
+        """The ``guided`` baseline's validation metrics per domain (computed once)."""
+        if self._guided is None:
+            with torch.inference_mode():
+                self._guided = {d: self._score_pairs(fuse_guided, pairs) for d, pairs in self._val_data().items()}
+        return self._guided
 
     def score(self, metrics: Dict[str, float]) -> float:
-        """The best-checkpoint criterion (:attr:`TrainConfig.select`): the sum of those metrics."""
+        """The sum of the :attr:`TrainConfig.select` metrics of one metrics dict."""
         from ..metrics.registry import resolve_metrics
 
         return float(sum(metrics[name] for name in resolve_metrics(self.config.select_metrics)))
+
+    def score_domains(self, domains: Dict[str, Dict[str, float]]) -> float:
+        """The best-checkpoint criterion. Without a split: :meth:`score` of the domains' mean.
+        With ``val_split``: the mean over domains and :attr:`TrainConfig.select` metrics of each
+        metric divided by ``guided``'s on that domain, so that no domain dominates by its scale
+        (1.0 = as good as ``guided`` everywhere)."""
+        if self.config.val_split is None:
+            return self.score(_mean_over_domains(domains))
+        from ..metrics.registry import resolve_metrics
+
+        names = resolve_metrics(self.config.select_metrics)
+        guided = self.guided_metrics()
+        ratios = [domains[d][n] / guided[d][n] if guided[d][n] else 0.0 for d in domains for n in names]
+        return float(sum(ratios) / len(ratios))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -572,13 +631,26 @@ class Trainer:
             "recipe": recipe,
             "reproduce": self.reproduce_command(),
             "description": (f"{cfg.method} trained by ivfusion.train on {', '.join(t['folder'] for t in training)}"
-                            + (f"; best {cfg.select} on {data_folder_name(cfg.val)} at step {self.best['step']}"
-                               if cfg.val and self.best.get("step") is not None else "")
+                            + (f"; best {cfg.select} on {self._val_description()} at step {self.best['step']}"
+                               if (cfg.val or cfg.val_split) and self.best.get("step") is not None else "")
                             + ("; NON-COMMERCIAL (training data)" if any("non-commercial" in t for t in terms) else "")),
         }
-        if cfg.val and self.best.get("metrics"):
+        if self.best.get("domains"):
+            split = f" ({cfg.val_split} split" + (f", longer side <= {cfg.val_max_side} px)" if cfg.val_max_side else ")")
+            fields["metrics"] = {(d if cfg.val and d == data_folder_name(cfg.val) else d + split):
+                                 {k: float(v) for k, v in m.items()} for d, m in self.best["domains"].items()}
+        elif cfg.val and self.best.get("metrics"):
             fields["metrics"] = {data_folder_name(cfg.val): {k: float(v) for k, v in self.best["metrics"].items()}}
         return fields
+
+    def _val_description(self) -> str:
+        cfg = self.config
+        parts = []
+        if cfg.val_split is not None:
+            parts.append(f"the {cfg.val_split} split's domains relative to guided")
+        if cfg.val is not None:
+            parts.append(data_folder_name(cfg.val))
+        return " and ".join(parts)
 
     def reproduce_command(self) -> str:
         """``ivfusion train ...`` with every training field that differs from the method's recipe."""
@@ -591,7 +663,8 @@ class Trainer:
         # Precision changes the trajectory, and the validation points decide which checkpoint is kept.
         flags = {"steps": "--steps", "epochs": "--epochs", "batch_size": "--batch-size", "crop": "--crop",
                  "lr": "--lr", "seed": "--seed", "precision": "--precision", "val_every": "--val-every",
-                 "val_limit": "--val-limit"}
+                 "val_limit": "--val-limit", "val_split": "--val-split", "val_max_side": "--val-max-side",
+                 "init_weights": "--init-weights"}
         mine, ref = cfg.to_dict(), base.to_dict()
         if len(self.segments) > 1:  # trained to the first length, then extended
             mine.update(steps=self.segments[0], epochs=None)
@@ -641,13 +714,21 @@ class Trainer:
         return row
 
     def _run_validation(self) -> Dict[str, Any]:
-        metrics = self.validate()
-        score = self.score(metrics)
+        domains = self.validate_domains()
+        metrics = _mean_over_domains(domains)
+        score = self.score_domains(domains)
         improved = self.best["score"] is None or score > self.best["score"]
         if improved:
             self.best = {"score": score, "step": self.step, "metrics": metrics}
+            if len(domains) > 1:
+                self.best["domains"] = domains
+        elapsed = round(self.elapsed + (time.perf_counter() - self._t0), 3)
+        if len(domains) > 1:
+            for d, m in domains.items():
+                self._log.write({"kind": f"val:{d}", "step": self.step, "epoch": self.step / self.batches_per_epoch,
+                                 **m, "elapsed_s": elapsed})
         row = {"kind": "val", "step": self.step, "epoch": self.step / self.batches_per_epoch, **metrics,
-               "score": score, "elapsed_s": round(self.elapsed + (time.perf_counter() - self._t0), 3)}
+               "score": score, "elapsed_s": elapsed}
         self._log.write(row)
         if improved:
             self._save_with_elapsed(self.out / "best.pt")
@@ -709,7 +790,7 @@ class Trainer:
                     postfix = {k: row[k] for k in self.term_names}
                     postfix["lr"] = lr
                 bar.update(1, **postfix)
-                if cfg.val is not None and ((val_every and self.step % val_every == 0) or last):
+                if self.validates and ((val_every and self.step % val_every == 0) or last):
                     row = self._run_validation()
                     postfix[cfg.select] = row["score"]
                 if self.step % ckpt_every == 0 or last:
@@ -737,19 +818,22 @@ class Trainer:
     def _finish(self, result: TrainResult) -> None:
         cfg = self.config
         best_path = self.out / "best.pt"
-        if cfg.val is not None and best_path.is_file():
+        if self.validates and best_path.is_file():
             best = torch.load(best_path, map_location="cpu", weights_only=True)
             self.model.load_state_dict(best["model"])
             if self.method == "didfuse":
                 from ..models.didfuse import FUSION_RULES
 
+                rule_scores = {}
                 for rule in FUSION_RULES:
-                    result.rule_metrics[rule] = self.validate(rule=rule)
-                result.best_rule = max(result.rule_metrics, key=lambda r: self.score(result.rule_metrics[r]))
+                    domains = self.validate_domains(rule=rule)
+                    result.rule_metrics[rule] = _mean_over_domains(domains)
+                    rule_scores[rule] = self.score_domains(domains)
+                result.best_rule = max(rule_scores, key=rule_scores.get)
                 for rule, metrics in result.rule_metrics.items():
                     self._log.write({"kind": f"val_rule_{rule}", "step": best["step"], **metrics,
-                                     "score": self.score(metrics)})
-        elif cfg.val is None:
+                                     "score": rule_scores[rule]})
+        elif not self.validates:
             self.best = {"score": None, "step": self.step, "metrics": {}}
         summary = {
             "method": self.method, "steps": self.step, "pairs": len(self.dataset),
@@ -765,6 +849,11 @@ class Trainer:
             summary["export"] = str(result.export.path)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         result.history = list(self._log.rows)
+
+
+def _mean_over_domains(domains: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+    names = next(iter(domains.values())).keys()
+    return {n: sum(m[n] for m in domains.values()) / len(domains) for n in names}
 
 
 def _ivfusion_version() -> str:
