@@ -4,11 +4,13 @@ __version__ = "0.1.0"
 from .fusion import fuse, fuse_dir, list_methods, method_info
 from .models import create_model, get_model_info, list_models
 from .weights import load_model
+from .compare import compare_grid
 
 __all__ = [
     "__version__",
     "fuse",
     "fuse_dir",
+    "compare_grid",
     "list_methods",
     "method_info",
     "create_model",

@@ -128,6 +128,84 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ compare
+
+
+def _parse_weight(text: str) -> Tuple[str, str]:
+    method, sep, value = text.partition("=")
+    if not sep or not method or not value:
+        raise argparse.ArgumentTypeError(f"expected METHOD=PATH_OR_NAME, got {text!r}")
+    return method, value
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from .compare import MIN_CELL
+
+    p = sub.add_parser(
+        "compare",
+        help="write a labelled grid comparing methods on a few pairs",
+        description="Fuse a few pairs with each METHOD and write one image: rows = pairs, columns = "
+                    "infrared, visible, then one per method. Pairs come from --folder, --ir-dir/--vis-dir "
+                    "(matched by file stem) or a validation split of --data folders. Each pair is shrunk "
+                    "to --max-side before fusing, so slow networks stay cheap.",
+    )
+    p.add_argument("methods", nargs="+", metavar="METHOD", help="fusion methods, one column each (see `ivfusion list`)")
+    p.add_argument("-o", "--output", required=True, help="grid image to write (.png, .jpg, ...)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--folder", metavar="DIR", help="folder with ir/ and vi/ sub-folders")
+    source.add_argument("--ir-dir", metavar="DIR", help="folder of infrared images (with --vis-dir)")
+    source.add_argument("--split", metavar="SPLIT",
+                        help="validation split of the --data folders: 'mixed' (bundled) or a JSON file")
+    p.add_argument("--vis-dir", metavar="DIR", help="folder of visible images (with --ir-dir)")
+    p.add_argument("--data", nargs="+", metavar="DIR", help="training folders named by domain (with --split)")
+    p.add_argument("--domain", metavar="NAME", help="only this domain of the split, e.g. tno (with --split)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="at most N pairs (per domain with --split; default: all)")
+    p.add_argument("--cell", type=int, default=256, metavar="PX",
+                   help=f"side of each image's square cell in pixels (default 256, at least {MIN_CELL})")
+    p.add_argument("--max-side", type=int, default=640, metavar="PX",
+                   help="shrink each pair to this longer side before fusing (default 640; 0 = full size)")
+    p.add_argument("--weights", nargs="+", action="append", type=_parse_weight, default=[],
+                   metavar="METHOD=PATH_OR_NAME", help="weights of a network: manifest name or .safetensors path")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None, help="compute precision")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_grid, pairs_from_folder, pairs_from_split
+
+    if args.vis_dir and not args.ir_dir:
+        raise CLIError("--vis-dir needs --ir-dir")
+    if (args.data or args.domain) and not args.split:
+        raise CLIError("--data and --domain go with --split")
+    if args.folder:
+        pairs = pairs_from_folder(args.folder, limit=args.limit)
+    elif args.ir_dir:
+        if not args.vis_dir:
+            raise CLIError("--ir-dir needs --vis-dir")
+        pairs = pairs_from_folder(args.ir_dir, args.vis_dir, limit=args.limit)
+    elif args.split:
+        if not args.data:
+            raise CLIError("--split needs --data DIR [DIR ...] (the folders the split was drawn from)")
+        pairs = pairs_from_split(args.split, args.data, domain=args.domain, limit=args.limit)
+    else:
+        raise CLIError("give the pairs: --folder DIR, --ir-dir DIR --vis-dir DIR, or --split SPLIT --data DIR ...")
+    weights: Dict[str, str] = {}
+    for method, value in (w for group in args.weights for w in group):
+        if method in weights:
+            raise CLIError(f"--weights: {method!r} given more than once")
+        weights[method] = value
+    out = Path(args.output)
+    if out.exists() and not out.is_dir() and not args.overwrite:
+        raise CLIError(f"output {str(out)!r} exists; pass --overwrite")
+    path = compare_grid(pairs, args.methods, out, cell=args.cell, max_side=args.max_side or None,
+                        weights=weights or None, device=args.device, precision=args.precision,
+                        overwrite=args.overwrite)
+    print(f"wrote {path} ({len(pairs)} pair(s) x {len(args.methods)} method(s))")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ list
 
 
@@ -357,6 +435,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=_val_every, default=None, metavar="N",
                    help="validate every N steps, 'epoch', or 'auto' (default: 20 times per run); 0 = at the end only")
     p.add_argument("--val-limit", type=int, default=None, metavar="K", help="validate on the first K pairs only")
+    p.add_argument("--val-split", default=None, metavar="SPLIT",
+                   help="hold back a validation split of the --data folders ('mixed', the bundled 30-pair split "
+                        "over tno/msrs/llvip/roadscene, or a JSON file) and select the best checkpoint on it, "
+                        "per domain relative to guided")
+    p.add_argument("--val-max-side", type=int, default=None, metavar="PX",
+                   help="validate on images shrunk to this longer side (default: full size)")
+    p.add_argument("--init-weights", default=None, metavar="WEIGHT",
+                   help="warm start from a weight name or .safetensors file instead of a random initialisation")
     p.add_argument("--ckpt-every", type=int, default=None, metavar="N",
                    help="save last.pt every N steps (default: at every validation)")
     p.add_argument("--log-every", type=int, default=None, metavar="N", help="log mean loss terms every N steps (default 10)")
@@ -392,7 +478,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
              "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "device": args.device,
              "precision": args.precision, "workers": args.workers, "val_every": args.val_every,
              "val_limit": args.val_limit, "ckpt_every": args.ckpt_every, "log_every": args.log_every,
-             "seed": args.seed, "export": args.export}
+             "seed": args.seed, "export": args.export, "val_split": args.val_split,
+             "val_max_side": args.val_max_side, "init_weights": args.init_weights}
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.steps is not None:
         values["epochs"] = None
@@ -428,6 +515,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 _COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
     "fuse": (_add_fuse, _cmd_fuse),
+    "compare": (_add_compare, _cmd_compare),
     "list": (_add_list, _cmd_list),
     "weights": (_add_weights, _cmd_weights),
     "eval": (_add_eval, _cmd_eval),

@@ -1,69 +1,102 @@
-"""Gallery images: infrared | visible | fused, for three validation pairs, one PNG per method.
+"""Gallery: comparison grids of the fusion methods, one per domain of the mixed validation split.
 
-    python examples/gallery/make_gallery.py --val ../shared/data/ivif/val/roadscene --methods refinefuse f3net
+    python examples/gallery/make_gallery.py                      # all methods, as committed (slow on CPU)
+    python examples/gallery/make_gallery.py --methods guided laplacian average --out-dir /tmp/g --cell 128
 
-Writes ``examples/gallery/<method>.png`` (rows = pairs; columns = infrared, visible, fused), each
-image scaled to a common height. The pairs are fixed (``--stems``) so galleries are comparable.
+Writes, into ``--out-dir`` (default: this folder), ``compare_<domain>.jpg`` for the domains
+``tno``, ``msrs``, ``llvip`` and ``roadscene`` of the bundled ``mixed`` split (its first ``--limit``
+pairs each, found in ``<data-root>/train/<domain>``) and ``compare_val_roadscene.jpg`` for the first
+pairs of ``<data-root>/val/roadscene``. Each grid is made by :func:`ivfusion.compare_grid`: rows =
+pairs, columns = infrared, visible, then one per method; every pair is shrunk to ``--max-side``
+pixels before fusing. JPEG quality 85 by default (``--format png`` for lossless files). Existing
+files are kept unless ``--overwrite``.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import tempfile
 from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import ivfusion
-from ivfusion.io import read_image, write_image
+from ivfusion.compare import Pair, pairs_from_folder, pairs_from_split
 
-DEFAULT_STEMS = ("FLIR_04688", "FLIR_06993", "FLIR_08721")
-
-
-def _tile(img: np.ndarray, height: int) -> Image.Image:
-    pil = Image.fromarray(img).convert("RGB")
-    return pil.resize((round(pil.width * height / pil.height), height), Image.LANCZOS)
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA_ROOT = HERE.parents[1].parent / "shared" / "data" / "ivif"
+DEFAULT_METHODS = ("refinefuse", "f3net", "didfuse", "fiscnet", "guided", "laplacian", "average")
+DEFAULT_DOMAINS = ("tno", "msrs", "llvip", "roadscene")
 
 
-def gallery(val: Path, stems, method: str, height: int = 200, device=None) -> np.ndarray:
-    rows = []
-    for stem in stems:
-        ir_path = next((val / "ir").glob(f"{stem}.*"))
-        vis_path = next((val / "vi").glob(f"{stem}.*"))
-        ir, vis = read_image(ir_path), read_image(vis_path)
-        fused = ivfusion.fuse(ir, vis, method=method, device=device)
-        tiles = [_tile(a, height) for a in (ir, vis, fused)]
-        row = Image.new("RGB", (sum(t.width for t in tiles) + 8 * (len(tiles) - 1), height), "white")
-        x = 0
-        for t in tiles:
-            row.paste(t, (x, 0))
-            x += t.width + 8
-        rows.append(row)
-    width = max(r.width for r in rows)
-    header = 24
-    canvas = Image.new("RGB", (width, header + sum(r.height + 8 for r in rows)), "white")
-    draw = ImageDraw.Draw(canvas)
-    third = rows[0].width // 3
-    for i, label in enumerate(("infrared", "visible", f"fused: {method}")):
-        draw.text((i * third + 6, 6), label, fill="black")
-    y = header
-    for r in rows:
-        canvas.paste(r, (0, y))
-        y += r.height + 8
-    return np.asarray(canvas)
+def grids(data_root: Path, domains: Sequence[str], limit: int, val: bool) -> List[Tuple[str, List[Pair]]]:
+    """``(name, pairs)`` of every grid to make: one per split domain, then the validation folder."""
+    train = [data_root / "train" / d for d in domains]
+    out = [(d, pairs_from_split("mixed", train, domain=d, limit=limit)) for d in domains]
+    if val:
+        out.append(("val_roadscene", pairs_from_folder(data_root / "val" / "roadscene", limit=limit)))
+    return out
 
 
-def main() -> None:
+def write_jpeg(png: Path, target: Path, quality: int) -> None:
+    """Re-encode ``png`` as a JPEG at ``target``, atomically (temporary file, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".part.jpg", dir=target.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
+        with os.fdopen(fd, "wb") as fh, Image.open(png) as img:
+            img.convert("RGB").save(fh, format="JPEG", quality=quality, optimize=True)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make(name: str, pairs: List[Pair], args: argparse.Namespace) -> Path:
+    target = Path(args.out_dir) / f"compare_{name}.{args.format}"
+    if target.exists() and not args.overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite")
+    kwargs = dict(cell=args.cell, max_side=args.max_side or None, device=args.device, overwrite=args.overwrite)
+    if args.format == "png":
+        return ivfusion.compare_grid(pairs, args.methods, target, **kwargs)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".gallery.") as scratch:
+        png = ivfusion.compare_grid(pairs, args.methods, Path(scratch) / "grid.png", **kwargs)
+        write_jpeg(png, target, args.quality)
+    return target
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--val", default="../shared/data/ivif/val/roadscene")
-    parser.add_argument("--methods", nargs="+", required=True)
-    parser.add_argument("--stems", nargs=3, default=DEFAULT_STEMS)
-    parser.add_argument("--out-dir", default=str(Path(__file__).parent))
-    parser.add_argument("--device", default=None)
-    args = parser.parse_args()
-    for method in args.methods:
-        path = write_image(Path(args.out_dir) / f"{method}.png", gallery(Path(args.val), args.stems, method, device=args.device))
-        print(f"wrote {path}")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
+                        help=f"columns, in order (default: {' '.join(DEFAULT_METHODS)})")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
+                        help="folder with train/<domain>/ and val/roadscene/ (default: ../shared/data/ivif)")
+    parser.add_argument("--domains", nargs="+", default=list(DEFAULT_DOMAINS), metavar="DOMAIN",
+                        help="domains of the mixed split, one grid each (default: tno msrs llvip roadscene)")
+    parser.add_argument("--no-val", action="store_true", help="skip the grid of val/roadscene")
+    parser.add_argument("--limit", type=int, default=4, help="pairs per grid (default 4)")
+    parser.add_argument("--out-dir", default=str(HERE), help="where the grids go (default: this folder)")
+    parser.add_argument("--cell", type=int, default=256, help="cell side in pixels (default 256)")
+    parser.add_argument("--max-side", type=int, default=640,
+                        help="shrink pairs to this longer side before fusing (default 640; 0 = full size)")
+    parser.add_argument("--format", choices=["jpg", "png"], default="jpg", help="file format (default jpg)")
+    parser.add_argument("--quality", type=int, default=85, help="JPEG quality (default 85)")
+    parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing grids")
+    args = parser.parse_args(argv)
+    try:
+        todo = grids(args.data_root, args.domains, args.limit, not args.no_val)
+        for name, pairs in todo:
+            print(f"wrote {make(name, pairs, args)}", flush=True)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        print(f"make_gallery: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
