@@ -1,0 +1,130 @@
+"""Per-domain validation table: every method on every domain we have, next to the baselines.
+
+    python benchmarks/domains.py --methods refinefuse f3net didfuse fiscnet guided laplacian average \\
+        --out runs/domains --json runs/domains/table.json
+
+Domains: the four of the mixed split held back from ``shared/data/ivif/train`` (tno, msrs, llvip,
+roadscene; see ``ivfusion/train/mixed_val.json``), ``ivif/val/roadscene`` (38 pairs), and the
+medical pairs (MRI in the visible slot, CT/PET in the infrared slot). Every pair is fused at full
+size with ``ivfusion.fuse`` (the library's defaults: fp32 on the CPU), written as an 8-bit PNG under
+``--out/<method>/<domain>/`` (reused by later runs unless ``--overwrite``), and scored with
+``ivfusion.metrics.evaluate`` (reference profile). Prints one markdown table per domain with each
+metric's mean and ``rel``, the mean of VIF and Qabf each divided by ``guided``'s on that domain
+(the training selection score; 1.0 = as good as guided).
+
+``--weights METHOD=FILE`` scores a candidate weight instead of the bundled default, under the
+label ``METHOD@FILE-stem``. ``--update-manifest`` writes each network's per-domain means into its
+default weight's ``metrics`` in both manifests (``weights_manifest.json`` and the packaged copy).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+import ivfusion
+from ivfusion.io import write_image
+from ivfusion.metrics import evaluate
+from ivfusion.train import find_pairs
+from ivfusion.train.splits import split_pairs
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TABLE_METRICS = ["VIF", "Qabf", "MI", "SSIM", "SD", "EN", "SF", "AG", "SCD", "Nabf"]
+
+
+def domains(data: Path, medical: bool) -> Dict[str, List[Tuple[str, Path, Path]]]:
+    """``{domain: [(stem, ir, vis)]}`` over the mixed split, val/roadscene and the medical sets."""
+    train = data / "ivif" / "train"
+    out: Dict[str, List[Tuple[str, Path, Path]]] = {}
+    for name, pairs in split_pairs("mixed", [train / d for d in ("tno", "msrs", "llvip", "roadscene")]).items():
+        out[f"mixed/{name}"] = [(p.stem, p.ir, p.vis) for p in pairs]
+    out["val/roadscene"] = [(p.stem, p.ir, p.vis) for p in find_pairs(data / "ivif" / "val" / "roadscene")]
+    if medical:
+        for name, other in (("MRI_CT", "CT"), ("MRI_PET", "PET")):
+            root = data / "medical" / name
+            out[f"medical/{name}"] = [(f.stem, f, root / "MRI" / f.name) for f in sorted((root / other).iterdir())]
+    return out
+
+
+def manifest_key(domain: str) -> str:
+    """The manifest's name for a domain of this table (a data folder, plus the split if any)."""
+    if domain.startswith("mixed/"):
+        return f"ivif/train/{domain.split('/', 1)[1]} (mixed split)"
+    return domain if domain.startswith("medical/") else f"ivif/{domain}"
+
+
+def update_manifests(table: Dict[str, Dict[str, Dict[str, float]]]) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    for path in (repo / "weights_manifest.json", repo / "ivfusion" / "weights_manifest.json"):
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        for name, entry in manifest["weights"].items():
+            method = entry["method"]
+            if not entry.get("default") or not all(method in rows for rows in table.values()):
+                continue
+            entry["metrics"] = {manifest_key(d): {k: round(v, 6) for k, v in rows[method].items() if k != "rel"}
+                                for d, rows in table.items()}
+        path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=["refinefuse", "f3net", "didfuse", "fiscnet", "guided",
+                                                         "laplacian", "average"])
+    parser.add_argument("--weights", action="append", default=[], metavar="METHOD=FILE",
+                        help="a candidate weight for METHOD (scored as METHOD@stem)")
+    parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--domains", nargs="+", default=None, help="only these domains")
+    parser.add_argument("--no-medical", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("runs/domains"))
+    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="re-fuse even if outputs exist")
+    parser.add_argument("--update-manifest", action="store_true",
+                        help="write the networks' per-domain metrics into their default weights' manifest entries")
+    args = parser.parse_args()
+
+    weights = dict(w.split("=", 1) for w in args.weights)
+    runs = [(m, None) for m in args.methods if m not in weights]
+    runs += [(f"{m}@{Path(f).stem}", (m, f)) for m, f in weights.items()]
+    sets = domains(args.data, not args.no_medical)
+    if args.domains:
+        sets = {d: v for d, v in sets.items() if d in args.domains}
+    table: Dict[str, Dict[str, Dict[str, float]]] = {}
+    seconds: Dict[str, float] = {}
+    for label, override in runs:
+        method, weight = override if override else (label, None)
+        t0 = time.perf_counter()
+        for domain, pairs in sets.items():
+            scores: Dict[str, List[float]] = {n: [] for n in TABLE_METRICS}
+            for stem, ir, vis in pairs:
+                path = args.out / label.replace("/", "_") / domain.replace("/", "_") / f"{stem}.png"
+                if args.overwrite or not path.is_file():
+                    write_image(path, ivfusion.fuse(ir, vis, method=method, weights=weight))
+                for n, v in evaluate(path, ir, vis, TABLE_METRICS).items():
+                    scores[n].append(v)
+            table.setdefault(domain, {})[label] = {n: float(np.mean(v)) for n, v in scores.items()}
+        seconds[label] = time.perf_counter() - t0
+    for domain, rows in table.items():
+        g = rows.get("guided")
+        print(f"\n### {domain} ({len(sets[domain])} pairs)\n")
+        print("| method | rel | " + " | ".join(TABLE_METRICS) + " |")
+        print("|---|---:|" + "---:|" * len(TABLE_METRICS))
+        for label, m in rows.items():
+            if g:
+                m["rel"] = (m["VIF"] / g["VIF"] + m["Qabf"] / g["Qabf"]) / 2
+            rel = f"{m['rel']:.3f}" if "rel" in m else "–"
+            print(f"| {label} | {rel} | " + " | ".join(f"{m[n]:.4f}" for n in TABLE_METRICS) + " |")
+    print("\nwall time per method (fuse + score, s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    if args.update_manifest:
+        update_manifests(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"domains": {d: len(p) for d, p in sets.items()}, "table": table,
+                                         "ivfusion": ivfusion.__version__}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
