@@ -329,6 +329,12 @@ def _same_file(a: Path, b: Any) -> bool:
         return False
 
 
+def _split_spec(spec: str) -> Tuple[str, Optional[str]]:
+    """``"method"`` -> ``(method, None)``; ``"method@weight"`` -> ``(method, weight)``."""
+    method, _, weight = str(spec).partition("@")
+    return method, (weight or None)
+
+
 def compare_grid(
     pairs: Sequence[Pair],
     methods: Union[str, Sequence[str]],
@@ -361,7 +367,9 @@ def compare_grid(
     Args:
         pairs: ``(label, ir, vis)`` tuples; ``ir``/``vis`` are anything :func:`ivfusion.fuse`
             accepts (paths, PIL images, arrays, tensors) and must have the same size.
-        methods: fusion method names (:func:`ivfusion.list_methods`), each fused once per pair.
+        methods: fusion method names (:func:`ivfusion.list_methods`), each fused once per pair;
+            ``"method@weight"`` (a weight name or ``.safetensors`` path) compares a given weight,
+            so several weights of one network can stand side by side (titled ``method@file-stem``).
         out: the image to write; its extension picks the format (``.png``, ``.jpg`` ...).
         cell: side of a cell's square in pixels (at least :data:`MIN_CELL`).
         max_side: longer side in pixels the pairs are shrunk to before fusing; ``None`` = full size.
@@ -390,8 +398,9 @@ def compare_grid(
         raise ValueError("methods: expected at least one fusion method")
     known = list_methods()
     for m in methods:
-        if m not in known:
-            raise ValueError(f"methods: unknown method {m!r}; available: {', '.join(known)}")
+        if _split_spec(m)[0] not in known:
+            raise ValueError(f"methods: unknown method {m!r}; available: {', '.join(known)} "
+                             "(or METHOD@WEIGHT for a given weight)")
     repeated = sorted({m for m in methods if methods.count(m) > 1})
     if repeated:
         raise ValueError(f"methods: {', '.join(map(repr, repeated))} given more than once")
@@ -420,10 +429,15 @@ def compare_grid(
         raise FileExistsError(f"out: {str(out)!r} exists; pass overwrite=True to replace it")
     # Build every method first (weights, device, precision), so errors come before any fusing.
     dev = _resolve_device(device)
+    columns = []  # (title, method, weight)
     for m in methods:
-        _method_fn(m, weights.get(m), dev, precision, {})
+        method, weight = _split_spec(m)
+        weight = weight if weight is not None else weights.get(m)
+        _method_fn(method, weight, dev, precision, {})
+        title = m if weight is None or "@" not in m else f"{method}@{Path(weight).stem}"
+        columns.append((title, method, weight))
 
-    titles = [*_FIXED_COLUMNS, *methods]
+    titles = [*_FIXED_COLUMNS, *(c[0] for c in columns)]
     canvas = Image.new("RGB", grid_size(len(pairs), len(titles), cell), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     _draw_header(draw, titles, cell)
@@ -440,7 +454,7 @@ def compare_grid(
         _draw_row_label(draw, str(label), r, cell)
         _paste_cell(canvas, _display(ir_arr, ir_kind, infrared=True), r, 0, cell)
         _paste_cell(canvas, _display(vis_arr, vis_kind), r, 1, cell)
-        for c, m in enumerate(methods, start=2):
-            fused = fuse(ir_arr, vis_arr, method=m, weights=weights.get(m), device=device, precision=precision)
+        for c, (_, method, weight) in enumerate(columns, start=2):
+            fused = fuse(ir_arr, vis_arr, method=method, weights=weight, device=device, precision=precision)
             _paste_cell(canvas, _display(fused, vis_kind), r, c, cell)
     return write_image(out, np.asarray(canvas))

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import ivfusion
@@ -244,3 +245,30 @@ def test_cli_compare(data, split_data, tmp_path, capsys):
         assert main(["compare", *argv, *n]) == 1
         assert message in capsys.readouterr().err
     assert not (tmp_path / "n.png").exists()
+
+
+def test_method_at_weight_columns_compare_weights_of_one_network(tmp_path):
+    from safetensors.torch import save_file
+
+    from ivfusion.models import create_model
+
+    rng = np.random.default_rng(5)
+    ir = rng.integers(0, 256, (24, 32), dtype=np.uint8)
+    vis = rng.integers(0, 256, (24, 32), dtype=np.uint8)
+    files = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = tmp_path / f"f3net_s{seed}.safetensors"
+        save_file({k: v.contiguous() for k, v in create_model("f3net").state_dict().items()}, str(path))
+        files.append(path)
+    out = C.compare_grid([("p", ir, vis)], [f"f3net@{files[0]}", f"f3net@{files[1]}"], tmp_path / "g.png", cell=32)
+    grid = np.asarray(Image.open(out))
+    cells = []
+    for c in (2, 3):
+        x, y = C.cell_origin(0, c, 32)
+        cells.append(grid[y : y + 32, x : x + 32])
+    assert not np.array_equal(cells[0], cells[1])  # two different weights, two different images
+    expected = ivfusion.fuse(ir, vis, method="f3net", weights=str(files[1]))
+    assert expected.shape == (24, 32)
+    with pytest.raises(ValueError, match="METHOD@WEIGHT"):
+        C.compare_grid([("p", ir, vis)], ["nope@x"], tmp_path / "h.png")

@@ -162,3 +162,25 @@ def test_ir_bright_mask_and_refinefuse_mask_rules():
         refinefuse_loss(f, ir_t, vis, mask="nope")
     with pytest.raises(ValueError, match="saliency"):
         TrainConfig.for_method("refinefuse", data=["x"], loss={"mask": "margin_saliency"})
+
+
+def test_refinefuse_margin_max_targets_the_brighter_source_where_neither_wins():
+    # left half: both flat (sky: bright visible, dark noiseless infrared) -> target max = visible;
+    # right half: a hot infrared target on a flat visible background -> infrared (salient).
+    ir = torch.full((1, 1, 16, 32), 0.2, dtype=torch.float64)
+    vis = torch.full_like(ir, 0.8)
+    ir[..., 4:12, 20:28] = 0.95
+    sal = (ir > 0.9).to(ir.dtype)
+    fused = torch.full_like(ir, 0.5)
+    _, terms = refinefuse_loss(fused, ir, vis, mask="margin_max", saliency_ir=sal)
+    target = torch.maximum(ir, vis)  # no pixel has a clear contrast winner except via saliency
+    ir_win = contrast_mask(ir, vis, ratio=4.0, floor=(4 / 255) ** 2).bool() | sal.bool()
+    vis_win = contrast_mask(vis, ir, ratio=4.0, floor=(4 / 255) ** 2).bool() & ~ir_win
+    rest = ~(ir_win | vis_win)
+    expected = ((fused - ir).abs() * ir_win).mean() + ((fused - vis).abs() * vis_win).mean() + (
+        (fused - target).abs() * rest).mean()
+    assert terms["intensity"].item() == pytest.approx(expected.item(), abs=1e-12)
+    assert rest[..., :, :8].all()  # the flat left part falls to max(I, V)
+    # a fused image equal to max(I, V) pays no intensity cost on the flat region
+    _, t2 = refinefuse_loss(target.clone(), ir, vis, mask="margin_max", saliency_ir=sal)
+    assert t2["intensity"].item() < terms["intensity"].item()

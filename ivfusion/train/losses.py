@@ -84,7 +84,7 @@ def ssim_loss_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 #: RefineFuse's infrared-mask rules (``refinefuse_loss(mask=...)``).
-REFINEFUSE_MASKS = ("contrast", "margin", "margin_saliency", "saliency")
+REFINEFUSE_MASKS = ("contrast", "margin", "margin_saliency", "saliency", "margin_max")
 
 
 @torch.no_grad()
@@ -245,6 +245,12 @@ def refinefuse_loss(
     * ``"margin_saliency"``: ``margin`` OR ``saliency_ir``: the paper's ``M_sal + M_con`` with the
       bright-target map standing in for the labelled objects.
     * ``"saliency"``: ``saliency_ir`` alone.
+    * ``"margin_max"``: three regions instead of two. ``M_I`` = ``margin_saliency``'s infrared
+      mask; ``M_V = 1[var_V > margin_ratio var_I + margin_floor]`` where the visible image clearly
+      wins (and ``M_I`` does not hold); everywhere else neither source clearly carries more
+      contrast, and the target is ``max(I, V)`` (the intensity target of FISCNet's ``L_max`` and
+      of F3Net's SSIM term): a daytime sky stays as bright as the visible image, a warm body as
+      bright as the infrared, instead of either image being copied wholesale.
 
     ``saliency_ir`` is the infrared saliency map ``M_sal`` (``{0, 1}``, shaped like ``ir``; the
     trainer feeds the ``"ir_bright"`` maps of :class:`~ivfusion.train.data.PairedFusionDataset`).
@@ -254,8 +260,9 @@ def refinefuse_loss(
     fused, ir, vis = _check(("fused", "ir", "vis"), fused, ir, vis)
     if mask not in REFINEFUSE_MASKS:
         raise ValueError(f"mask: expected one of {REFINEFUSE_MASKS}, got {mask!r}")
+    mask_max = None
     if mask_ir is None:
-        if mask in ("margin_saliency", "saliency"):
+        if mask in ("margin_saliency", "saliency", "margin_max"):
             if saliency_ir is None:
                 raise ValueError(f"saliency_ir: mask={mask!r} needs the infrared saliency map (saliency='ir_bright')")
             (saliency_ir,) = _check(("saliency_ir",), saliency_ir)
@@ -267,14 +274,21 @@ def refinefuse_loss(
         else:
             ratio, floor = (1.0, 0.0) if mask == "contrast" else (margin_ratio, margin_floor)
             mask_ir = contrast_mask(ir, vis, size=mask_window, sigma=mask_sigma, ratio=ratio, floor=floor)
-            if mask == "margin_saliency":
+            if mask in ("margin_saliency", "margin_max"):
                 mask_ir = torch.maximum(mask_ir, salient)
+            if mask == "margin_max":
+                vis_wins = contrast_mask(vis, ir, size=mask_window, sigma=mask_sigma, ratio=ratio, floor=floor)
+                mask_vis = vis_wins * (1.0 - mask_ir)
+                mask_max = 1.0 - mask_ir - mask_vis
     else:
         (mask_ir,) = _check(("mask_ir",), mask_ir.to(fused.dtype) if mask_ir.dtype == torch.bool else mask_ir)
         if mask_ir.shape != fused.shape:
             raise ValueError(f"mask_ir: shape {tuple(mask_ir.shape)} differs from fused's {tuple(fused.shape)}")
-    mask_vis = 1.0 - mask_ir
+    if mask_max is None:
+        mask_vis = 1.0 - mask_ir
     intensity = (mask_ir * (fused - ir)).abs().mean() + (mask_vis * (fused - vis)).abs().mean()
+    if mask_max is not None:
+        intensity = intensity + (mask_max * (fused - torch.maximum(ir, vis))).abs().mean()
     fx, fy = sobel(fused, padding="reflect")
     ix, iy = sobel(ir, padding="reflect")
     vx, vy = sobel(vis, padding="reflect")
