@@ -10,7 +10,8 @@ size with ``ivfusion.fuse`` (the library's defaults: fp32 on the CPU), written a
 ``--out/<method>/<domain>/`` (reused by later runs unless ``--overwrite``), and scored with
 ``ivfusion.metrics.evaluate`` (reference profile). Prints one markdown table per domain with each
 metric's mean and ``rel``, the mean of VIF and Qabf each divided by ``guided``'s on that domain
-(the training selection score; 1.0 = as good as guided).
+(the training selection score; 1.0 = as good as guided), then a compact methods x domains table of
+VIF / Qabf. ``--from-json FILE ...`` merges earlier runs' tables instead of fusing.
 
 ``--weights METHOD=FILE`` scores a candidate weight instead of the bundled default, under the
 label ``METHOD@FILE-stem``. ``--update-manifest`` writes each network's per-domain means into its
@@ -70,6 +71,34 @@ def update_manifests(table: Dict[str, Dict[str, Dict[str, float]]]) -> None:
         path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def report(table: Dict[str, Dict[str, Dict[str, float]]], counts: Dict[str, int], seconds: Dict[str, float]) -> None:
+    """Print one markdown table per domain, the compact summary and the wall times."""
+    for domain, rows in table.items():
+        g = rows.get("guided")
+        print(f"\n### {domain} ({counts[domain]} pairs)\n")
+        print("| method | rel | " + " | ".join(TABLE_METRICS) + " |")
+        print("|---|---:|" + "---:|" * len(TABLE_METRICS))
+        for label, m in rows.items():
+            if g:
+                m["rel"] = (m["VIF"] / g["VIF"] + m["Qabf"] / g["Qabf"]) / 2
+            rel = f"{m['rel']:.3f}" if "rel" in m else "–"
+            print(f"| {label} | {rel} | " + " | ".join(f"{m[n]:.4f}" for n in TABLE_METRICS) + " |")
+    print_summary(table)
+    if seconds:
+        print("\nwall time per method (fuse + score, s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+
+
+def print_summary(table: Dict[str, Dict[str, Dict[str, float]]]) -> None:
+    """One compact markdown table: methods x domains, each cell ``VIF / Qabf``."""
+    labels = list(next(iter(table.values())))
+    print("\n| method | " + " | ".join(table) + " |")
+    print("|---|" + "---:|" * len(table))
+    for label in labels:
+        cells = [f"{rows[label]['VIF']:.3f} / {rows[label]['Qabf']:.3f}" if label in rows else "–"
+                 for rows in table.values()]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["refinefuse", "f3net", "didfuse", "fiscnet", "guided",
@@ -82,10 +111,27 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/domains"))
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     parser.add_argument("--overwrite", action="store_true", help="re-fuse even if outputs exist")
+    parser.add_argument("--from-json", nargs="+", type=Path, default=None,
+                        help="print (and merge) tables written by earlier runs with --json; fuses nothing")
     parser.add_argument("--update-manifest", action="store_true",
                         help="write the networks' per-domain metrics into their default weights' manifest entries")
     args = parser.parse_args()
 
+    if args.from_json:
+        table: Dict[str, Dict[str, Dict[str, float]]] = {}
+        counts: Dict[str, int] = {}
+        for f in args.from_json:
+            data = json.loads(f.read_text(encoding="utf-8"))
+            counts.update(data["domains"])
+            for d, rows in data["table"].items():
+                table.setdefault(d, {}).update(rows)
+        report(table, counts, {})
+        if args.update_manifest:
+            update_manifests(table)
+        if args.json:
+            args.json.write_text(json.dumps({"domains": counts, "table": table, "ivfusion": ivfusion.__version__},
+                                            indent=1) + "\n")
+        return
     weights = dict(w.split("=", 1) for w in args.weights)
     runs = [(m, None) for m in args.methods if m not in weights]
     runs += [(f"{m}@{Path(f).stem}", (m, f)) for m, f in weights.items()]
@@ -107,17 +153,7 @@ def main() -> None:
                     scores[n].append(v)
             table.setdefault(domain, {})[label] = {n: float(np.mean(v)) for n, v in scores.items()}
         seconds[label] = time.perf_counter() - t0
-    for domain, rows in table.items():
-        g = rows.get("guided")
-        print(f"\n### {domain} ({len(sets[domain])} pairs)\n")
-        print("| method | rel | " + " | ".join(TABLE_METRICS) + " |")
-        print("|---|---:|" + "---:|" * len(TABLE_METRICS))
-        for label, m in rows.items():
-            if g:
-                m["rel"] = (m["VIF"] / g["VIF"] + m["Qabf"] / g["Qabf"]) / 2
-            rel = f"{m['rel']:.3f}" if "rel" in m else "–"
-            print(f"| {label} | {rel} | " + " | ".join(f"{m[n]:.4f}" for n in TABLE_METRICS) + " |")
-    print("\nwall time per method (fuse + score, s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    report(table, {d: len(p) for d, p in sets.items()}, seconds)
     if args.update_manifest:
         update_manifests(table)
     if args.json:
