@@ -5,11 +5,13 @@ from .fusion import fuse, fuse_dir, list_methods, method_info
 from .models import create_model, get_model_info, list_models
 from .weights import load_model
 from .compare import compare_grid
+from .video import fuse_video
 
 __all__ = [
     "__version__",
     "fuse",
     "fuse_dir",
+    "fuse_video",
     "compare_grid",
     "list_methods",
     "method_info",

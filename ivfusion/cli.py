@@ -128,6 +128,82 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ fuse-video
+
+
+def _parse_frames(text: str) -> Tuple[int, Optional[int]]:
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        a = int(start) if start.strip() else 0
+        b = int(stop) if stop.strip() else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP (either may be empty), got {text!r}") from None
+    return a, b
+
+
+def _add_fuse_video(sub: argparse._SubParsersAction) -> None:
+    from .video import DEFAULT_CRF, DEFAULT_PIX_FMT, SYNC_MODES
+
+    p = sub.add_parser(
+        "fuse-video",
+        help="fuse an infrared and a visible video (or two folders of frames) into a video",
+        description="Fuse IR and VIS frame by frame into OUT (needs PyAV: pip install 'ivfusion[video]'). "
+                    "IR and VIS are video files or folders of frames (paired in natural name order). "
+                    "Frames are paired by presentation time; a 16-bit thermal stream keeps one intensity "
+                    "window for the whole video. OUT is written atomically.",
+    )
+    p.add_argument("ir", help="infrared video, or folder of infrared frames")
+    p.add_argument("vis", help="visible video, or folder of visible frames")
+    p.add_argument("-o", "--output", required=True, help="video to write (.mp4, .mkv, .mov, .avi ...)")
+    p.add_argument("--sync", choices=SYNC_MODES, default="strict",
+                   help="strict (default): equal frame rates and counts required; nearest: each visible frame "
+                        "with the infrared frame nearest in time; index: frames paired by position")
+    p.add_argument("--frames", type=_parse_frames, default=None, metavar="START:STOP",
+                   help="fuse only frames START <= i < STOP (e.g. 100:400, :300, 50:)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of folder inputs (default: the video's, or 30 for two folders)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="frames fused per call (default: 8 on CUDA, 1 on the CPU)")
+    p.add_argument("--ir-window-frames", type=int, default=30, metavar="N",
+                   help="16-bit infrared: estimate one window from the first N frames (default 30; 0 = each "
+                        "frame by its own min..max); --ir-range fixes it instead")
+    p.add_argument("--ir-percentiles", type=float, nargs=2, default=(0.5, 99.5), metavar=("LO", "HI"),
+                   help="percentiles of the estimated window (default 0.5 99.5)")
+    p.add_argument("--codec", default=None, help="encoder (default libx264 if available, else mpeg4)")
+    p.add_argument("--crf", type=int, default=None,
+                   help=f"constant rate factor of x264/x265/VPx/AV1 (default {DEFAULT_CRF}; 0 = lossless x264)")
+    p.add_argument("--pix-fmt", default=DEFAULT_PIX_FMT, help=f"encoded pixel format (default {DEFAULT_PIX_FMT})")
+    p.add_argument("--codec-option", dest="codec_options", action="append", type=_parse_option, default=[],
+                   metavar="KEY=VALUE", help="encoder option, e.g. --codec-option preset=veryfast")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_fusion_arguments(p)
+
+
+def _cmd_fuse_video(args: argparse.Namespace) -> int:
+    from .video import fuse_video
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir() and not args.overwrite:
+        raise CLIError(f"output {str(out)!r} exists; pass --overwrite")
+    try:
+        report = fuse_video(
+            args.ir, args.vis, out, args.method, sync=args.sync, frames=args.frames, fps=args.fps,
+            batch_size=args.batch_size, ir_window_frames=args.ir_window_frames,
+            ir_percentiles=tuple(args.ir_percentiles), codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
+            codec_options=dict(args.codec_options) or None, overwrite=args.overwrite,
+            progress=False if args.no_progress else None, **_fusion_kwargs(args),
+        )
+    except ImportError as exc:
+        raise CLIError(str(exc)) from exc
+    window = f", infrared window {report.ir_range[0]:g}..{report.ir_range[1]:g}" if report.ir_range else ""
+    print(f"wrote {report.output}: {report.frames} frames at {report.fps:g} fps, {report.size[1]}x{report.size[0]}, "
+          f"{report.codec}{window}; {report.seconds:.1f} s ({report.throughput:.2f} frames/s)")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ compare
 
 
@@ -515,6 +591,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 _COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
     "fuse": (_add_fuse, _cmd_fuse),
+    "fuse-video": (_add_fuse_video, _cmd_fuse_video),
     "compare": (_add_compare, _cmd_compare),
     "list": (_add_list, _cmd_list),
     "weights": (_add_weights, _cmd_weights),

@@ -37,6 +37,25 @@ def test_readme_has_examples():
     assert len(BLOCKS) >= 2
 
 
+def _write_videos(folder, rng, frames=4):
+    """Tiny ir.mp4 / vis.mp4 for the video examples (PyAV, the [video] extra)."""
+    av = pytest.importorskip("av")
+    for name, channels in (("ir.mp4", 0), ("vis.mp4", 3)):
+        with av.open(str(folder / name), "w") as c:
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+            for i in range(frames):
+                f = av.VideoFrame.from_ndarray(smooth_image(rng, 48, 64, channels=channels),
+                                               format="rgb24" if channels else "gray")
+                f.pts = i
+                for p in s.encode(f):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index, scratch):
+def test_readme_python_block_runs(index, scratch, rng):
+    if "fuse_video" in BLOCKS[index]:
+        _write_videos(scratch, rng)
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {"__name__": "__readme__"})
