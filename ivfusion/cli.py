@@ -86,7 +86,7 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
     from .fusion import fuse, fuse_dir
-    from .io import write_image
+    from .io import is_same_file, write_image
 
     batch = any([args.ir_dir, args.vis_dir, args.out_dir])
     single = any([args.ir, args.vis, args.output])
@@ -97,6 +97,10 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         if not (args.ir and args.vis and args.output):
             raise CLIError("single-pair mode needs IR, VIS and -o OUT")
         out = Path(args.output)
+        for name, src in (("IR", args.ir), ("VIS", args.vis)):
+            if is_same_file(out, src):
+                raise CLIError(f"-o {str(out)!r} is the {name} input; fusing would destroy it (--overwrite "
+                               "never replaces an input); choose another output path")
         if out.exists() and not args.overwrite:
             if args.skip_existing:
                 print(f"skipped {out} (exists)")
@@ -115,6 +119,10 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         raise CLIError(str(exc).replace("choose existing='skip' or 'overwrite'",
                                         "pass --skip-existing or --overwrite")) from exc
+    except ValueError as exc:
+        if "out_dir" not in str(exc):
+            raise
+        raise CLIError(str(exc).replace("out_dir", "--out-dir").replace("or ext", "or --ext")) from exc
     for path in report.unmatched_ir:
         print(f"warning: no visible image for {path.name}", file=sys.stderr)
     for path in report.unmatched_vis:

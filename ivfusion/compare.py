@@ -28,7 +28,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .color import rgb_to_luma
 from .fusion import _method_fn, _resolve_device, fuse, list_methods, pair_files
-from .io import ImageLike, check_unit_float, from_unit_range, is_grey, to_chw_tensor, to_unit_range, write_image
+from .io import (
+    ImageLike,
+    check_unit_float,
+    from_unit_range,
+    is_grey,
+    is_same_file,
+    to_chw_tensor,
+    to_unit_range,
+    write_image,
+)
 from .train.splits import ValSplit, load_split, split_pairs
 
 __all__ = [
@@ -320,15 +329,6 @@ def _check_size(name: str, value: Any, minimum: int, allow_none: bool = False) -
         raise ValueError(f"{name}: expected an int >= {minimum} (pixels){extra}, got {value!r}")
 
 
-def _same_file(a: Path, b: Any) -> bool:
-    if not isinstance(b, (str, os.PathLike)):
-        return False
-    try:
-        return a == Path(b).expanduser().resolve()
-    except OSError:
-        return False
-
-
 def _split_spec(spec: str) -> Tuple[str, Optional[str]]:
     """``"method"`` -> ``(method, None)``; ``"method@weight"`` -> ``(method, weight)``."""
     method, _, weight = str(spec).partition("@")
@@ -423,7 +423,7 @@ def compare_grid(
     target = out.resolve()
     for i, (_, ir, vis) in enumerate(pairs):
         for name, src in (("ir", ir), ("vis", vis)):
-            if _same_file(target, src):
+            if isinstance(src, (str, os.PathLike)) and is_same_file(target, src):
                 raise ValueError(f"out: {str(out)!r} is an input image (pairs[{i}] {name}); choose another path")
     if out.exists() and not overwrite:
         raise FileExistsError(f"out: {str(out)!r} exists; pass overwrite=True to replace it")

@@ -16,7 +16,16 @@ import torch.nn.functional as F
 
 from .classical import CLASSICAL_METHODS
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
-from .io import IMAGE_EXTENSIONS, ImageLike, from_unit_range, is_grey, to_chw_tensor, to_unit_range, write_image
+from .io import (
+    IMAGE_EXTENSIONS,
+    ImageLike,
+    from_unit_range,
+    is_grey,
+    is_same_file,
+    to_chw_tensor,
+    to_unit_range,
+    write_image,
+)
 from .models import create_model, get_model_info, list_models
 from .tiling import auto_tile_size, tiled_apply
 
@@ -88,6 +97,63 @@ def _resample(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0, 1)
+
+
+def _check_layout_args(resize: Optional[str], tile_size: Optional[int], tile_overlap: int) -> None:
+    """The checks of ``resize``, ``tile_size`` and ``tile_overlap`` (:func:`fuse`, ``fuse_video``)."""
+    if resize is not None and resize not in _RESIZE_MODES:
+        raise ValueError(f"resize must be None, 'ir_to_vis' or 'vis_to_ir', got {resize!r}")
+    if tile_size is not None and (not isinstance(tile_size, int) or tile_size <= 0):
+        raise ValueError(f"tile_size must be a positive int or None, got {tile_size!r}")
+    if not isinstance(tile_overlap, int) or tile_overlap < 0:
+        raise ValueError(f"tile_overlap must be a non-negative int, got {tile_overlap!r}")
+
+
+def _check_same_size(ir_hw: Sequence[int], vis_hw: Sequence[int], resize: Optional[str]) -> None:
+    if tuple(ir_hw) != tuple(vis_hw) and resize is None:
+        raise ValueError(
+            f"ir and vis differ in size: ir is {ir_hw[0]}x{ir_hw[1]} (HxW), vis is {vis_hw[0]}x{vis_hw[1]}; "
+            "align them or pass resize='ir_to_vis' or 'vis_to_ir'"
+        )
+
+
+@dataclass
+class _PreparedPair:
+    """A pair ready for a method: the lumas ``(1, H, W)`` in [0, 1] and what :func:`_reattach_colour` needs."""
+
+    ir_y: torch.Tensor
+    vis_y: torch.Tensor
+    chroma: Optional[torch.Tensor]  # CbCr of the visible image, else of the infrared, else None
+    vis_three: bool  # the visible image has 3 channels (grey output is then repeated to RGB)
+    vis_kind: str  # dtype kind of the visible image: the output's
+
+
+def _prepare_pair(ir_t: torch.Tensor, ir_kind: str, vis_t: torch.Tensor, vis_kind: str, resize: Optional[str],
+                  ir_range: Any) -> _PreparedPair:
+    """Tensors of :func:`~ivfusion.io.to_chw_tensor` (same size unless ``resize``) -> lumas and chroma."""
+    if ir_range is None and ir_kind == "uint16":
+        ir_range = "auto"
+    ir01 = to_unit_range(ir_t, ir_kind, name="ir", value_range=ir_range)
+    vis01 = to_unit_range(vis_t, vis_kind, name="vis")
+    if resize == "ir_to_vis":
+        ir01 = _resample(ir01, vis01.shape[-2:])
+    elif resize == "vis_to_ir":
+        vis01 = _resample(vis01, ir01.shape[-2:])
+    ir_y, ir_chroma = _luma_and_chroma(ir01)
+    vis_y, vis_chroma = _luma_and_chroma(vis01)
+    chroma = vis_chroma if vis_chroma is not None else ir_chroma
+    return _PreparedPair(ir_y, vis_y, chroma, vis01.shape[0] == 3, vis_kind)
+
+
+def _reattach_colour(fused_y: torch.Tensor, pair: _PreparedPair) -> np.ndarray:
+    """The fused luma with the pair's chroma (or repeated to RGB for a 3-channel grey visible image)."""
+    if pair.chroma is not None:
+        out = ycbcr_to_rgb(torch.cat([fused_y, pair.chroma.to(fused_y.dtype)], dim=0))
+    elif pair.vis_three:
+        out = fused_y.expand(3, -1, -1)
+    else:
+        out = fused_y
+    return from_unit_range(out, pair.vis_kind)
 
 
 def _resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
@@ -274,44 +340,17 @@ def fuse(
         FileNotFoundError: a path that does not exist.
         RuntimeError: a network whose pretrained weights are not available.
     """
-    if resize is not None and resize not in _RESIZE_MODES:
-        raise ValueError(f"resize must be None, 'ir_to_vis' or 'vis_to_ir', got {resize!r}")
-    if tile_size is not None and (not isinstance(tile_size, int) or tile_size <= 0):
-        raise ValueError(f"tile_size must be a positive int or None, got {tile_size!r}")
-    if not isinstance(tile_overlap, int) or tile_overlap < 0:
-        raise ValueError(f"tile_overlap must be a non-negative int, got {tile_overlap!r}")
+    _check_layout_args(resize, tile_size, tile_overlap)
     dev = _resolve_device(device)
     fn, multiple, dtype, pixelwise = _method_fn(method, weights, dev, precision, options)
 
     ir_t, ir_kind = to_chw_tensor(ir, name="ir")
     vis_t, vis_kind = to_chw_tensor(vis, name="vis")
-    if ir_t.shape[-2:] != vis_t.shape[-2:] and resize is None:
-        raise ValueError(
-            f"ir and vis differ in size: ir is {ir_t.shape[-2]}x{ir_t.shape[-1]} (HxW), vis is "
-            f"{vis_t.shape[-2]}x{vis_t.shape[-1]}; align them or pass resize='ir_to_vis' or 'vis_to_ir'"
-        )
-    if ir_range is None and ir_kind == "uint16":
-        ir_range = "auto"  # type: ignore[assignment]
-    ir01 = to_unit_range(ir_t.to(dev), ir_kind, name="ir", value_range=ir_range)
-    vis01 = to_unit_range(vis_t.to(dev), vis_kind, name="vis")
-    if resize == "ir_to_vis":
-        ir01 = _resample(ir01, vis01.shape[-2:])
-    elif resize == "vis_to_ir":
-        vis01 = _resample(vis01, ir01.shape[-2:])
-
-    ir_y, ir_chroma = _luma_and_chroma(ir01)
-    vis_y, vis_chroma = _luma_and_chroma(vis01)
-    fused_y = _run(fn, ir_y[None], vis_y[None], dev, dtype, multiple, tile_size, tile_overlap,
+    _check_same_size(ir_t.shape[-2:], vis_t.shape[-2:], resize)
+    pair = _prepare_pair(ir_t.to(dev), ir_kind, vis_t.to(dev), vis_kind, resize, ir_range)
+    fused_y = _run(fn, pair.ir_y[None], pair.vis_y[None], dev, dtype, multiple, tile_size, tile_overlap,
                    method, weights, pixelwise)[0]
-
-    chroma = vis_chroma if vis_chroma is not None else ir_chroma
-    if chroma is not None:
-        out = ycbcr_to_rgb(torch.cat([fused_y, chroma.to(fused_y.dtype)], dim=0))
-    elif vis01.shape[0] == 3:
-        out = fused_y.expand(3, -1, -1)
-    else:
-        out = fused_y
-    return from_unit_range(out, vis_kind)
+    return _reattach_colour(fused_y, pair)
 
 
 def _run(
@@ -409,7 +448,8 @@ def fuse_dir(
 
     Args:
         existing: what to do when an output exists: ``"error"`` (raise ``FileExistsError`` before
-            fusing anything), ``"skip"`` or ``"overwrite"``.
+            fusing anything), ``"skip"`` or ``"overwrite"``. An output that would replace one of
+            the inputs (same file after resolving links) is a ``ValueError`` whatever this says.
         progress: draw a progress bar on stderr.
         fuse_kwargs: passed to :func:`fuse` (``device``, ``tile_size``, ``weights``, options ...).
 
@@ -426,6 +466,10 @@ def fuse_dir(
     out = Path(out_dir)
     report = FuseDirReport(unmatched_ir=unmatched_ir, unmatched_vis=unmatched_vis)
     targets = [(stem, ir, vis, out / f"{stem}{ext}") for stem, ir, vis in pairs]
+    for stem, ir, vis, target in targets:
+        if is_same_file(target, ir) or is_same_file(target, vis):
+            raise ValueError(f"out_dir: the output for {stem!r} would be written over its input "
+                             f"{str(ir if is_same_file(target, ir) else vis)!r}; choose another out_dir or ext")
     if existing == "error":
         clash = [t for *_, t in targets if t.exists()]
         if clash:

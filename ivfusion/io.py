@@ -28,6 +28,7 @@ __all__ = [
     "is_grey",
     "from_unit_range",
     "write_image",
+    "is_same_file",
 ]
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
@@ -36,6 +37,19 @@ ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 _KIND_OF_DTYPE = {np.dtype(np.uint8): "uint8", np.dtype(np.uint16): "uint16"}
+
+
+def is_same_file(a: Union[str, os.PathLike], b: Union[str, os.PathLike]) -> bool:
+    """Whether two paths name one file: equal after resolving ``~``, ``..`` and symbolic links, or
+    (both existing) the same inode, as a hard link is. Used to refuse writing an output over an
+    input, whatever ``overwrite`` says."""
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        if pa.resolve() == pb.resolve():
+            return True
+        return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
+    except OSError:
+        return False
 
 
 def read_image(path: Union[str, os.PathLike], *, name: str = "image") -> np.ndarray:

@@ -175,3 +175,31 @@ def test_interrupted_write_leaves_no_partial_output(pair_files, tmp_path, sig):
         assert leftovers == []  # cleanup ran
     else:  # SIGKILL cannot be caught: only a hidden temporary may remain, never the output name
         assert all(p.name.startswith(".fused.") and ".part" in p.name for p in leftovers)
+
+
+def test_fuse_never_writes_over_an_input_even_with_overwrite(pair_files, tmp_path, capsys):
+    ir, vis = pair_files
+    before = vis.read_bytes()
+    link = tmp_path / "vis_link.png"
+    link.symlink_to(vis)
+    hard = tmp_path / "vis_hard.png"
+    os.link(vis, hard)
+    for target in (vis, link, hard, tmp_path / "sub" / ".." / vis.name):
+        assert main(["fuse", str(ir), str(vis), "-o", str(target), "-m", "average", "--overwrite"]) == 1
+        assert "VIS input" in capsys.readouterr().err
+    assert main(["fuse", str(ir), str(vis), "-o", str(ir), "-m", "average", "--overwrite"]) == 1
+    assert "IR input" in capsys.readouterr().err
+    assert vis.read_bytes() == before
+
+
+def test_fuse_dir_never_writes_over_an_input(tmp_path, rng, capsys):
+    for sub in ("ir", "vi"):
+        for stem in ("a", "b"):
+            write_image(tmp_path / sub / f"{stem}.png", smooth_image(rng, 20, 24))
+    before = (tmp_path / "vi" / "a.png").read_bytes()
+    with pytest.raises(ValueError, match="over its input"):
+        ivfusion.fuse_dir(tmp_path / "ir", tmp_path / "vi", tmp_path / "vi", "average", existing="overwrite")
+    code = main(["fuse", "--ir-dir", str(tmp_path / "ir"), "--vis-dir", str(tmp_path / "vi"), "--out-dir",
+                 str(tmp_path / "vi"), "-m", "average", "--overwrite", "--no-progress"])
+    assert code == 1 and "--out-dir" in capsys.readouterr().err
+    assert (tmp_path / "vi" / "a.png").read_bytes() == before

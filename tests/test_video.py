@@ -8,6 +8,7 @@ av = pytest.importorskip("av")
 
 import ivfusion  # noqa: E402
 import ivfusion.video as video  # noqa: E402
+from ivfusion.video import _fuse, _mapping, _sources  # noqa: E402
 from ivfusion.cli import main  # noqa: E402
 from ivfusion.io import write_image  # noqa: E402
 
@@ -266,7 +267,7 @@ def test_sync_nearest_pairs_by_presentation_time(clips, tmp_path):
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_failure_mid_way_leaves_no_output_and_no_temp_file(clips, tmp_path, monkeypatch, error):
     calls = []
-    real_run = video._run
+    real_run = _fuse._run
 
     def failing_run(*args, **kwargs):
         calls.append(1)
@@ -274,7 +275,7 @@ def test_failure_mid_way_leaves_no_output_and_no_temp_file(clips, tmp_path, monk
             raise error
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(video, "_run", failing_run)
+    monkeypatch.setattr(_fuse, "_run", failing_run)
     out = tmp_path / "fused.mp4"
     with pytest.raises(type(error)):
         ivfusion.fuse_video(clips["ir"], clips["vis"], out, method="average", batch_size=2, progress=False)
@@ -409,11 +410,11 @@ def test_public_api():
 def test_window_percentiles_from_histogram():
     hist = np.zeros(65536, dtype=np.int64)
     hist[[100, 200, 300, 400]] = [1, 98, 0, 1]
-    assert video._window_from_histogram(hist, (0, 100)) == (100.0, 400.0)
-    assert video._window_from_histogram(hist, (1, 99)) == (200.0, 200.0 + 1)
-    assert video._window_from_histogram(hist, (0.5, 99.5)) == (100.0, 400.0)
+    assert _mapping._window_from_histogram(hist, (0, 100)) == (100.0, 400.0)
+    assert _mapping._window_from_histogram(hist, (1, 99)) == (200.0, 200.0 + 1)
+    assert _mapping._window_from_histogram(hist, (0.5, 99.5)) == (100.0, 400.0)
 
 
 def test_natural_sort_key():
     names = ["f10.png", "f2.png", "F1.png", "f1b.png"]
-    assert sorted(names, key=video._natural_key) == ["F1.png", "f1b.png", "f2.png", "f10.png"]
+    assert sorted(names, key=_sources._natural_key) == ["F1.png", "f1b.png", "f2.png", "f10.png"]
