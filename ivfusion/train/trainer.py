@@ -117,7 +117,8 @@ def hardware_description(device: torch.device) -> str:
             if line.startswith("model name"):
                 name = line.split(":", 1)[1].strip()
                 break
-    return f"CPU {name or platform.machine()} ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU {name or platform.machine()} ({n} thread{'' if n == 1 else 's'})"
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
