@@ -454,10 +454,12 @@ class Trainer:
             # Area-averaged and rounded to 8 bits, so the network and the metrics see one image.
             ir_ref, vis_ref = (torch.nn.functional.interpolate(x.double()[None, None], size=size, mode="area").round()
                                for x in (ir, vis))
+            ir, vis = ir_ref, vis_ref
         else:
+            ir, vis = ir[None, None], vis[None, None]
             ir_ref = prepare_image(p.ir, name="ir", device="cpu")
             vis_ref = prepare_image(p.vis, name="vis", device="cpu")
-        return (p.stem, (ir_ref.float() / 255.0).to(self.device), (vis_ref.float() / 255.0).to(self.device),
+        return (p.stem, (ir.float() / 255.0).to(self.device), (vis.float() / 255.0).to(self.device),
                 ir_ref.to(self.device), vis_ref.to(self.device))
 
     def _val_data(self) -> Dict[str, List[Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]]:
