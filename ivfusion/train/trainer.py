@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from .._progress import ProgressBar
+from ..classical import fuse_guided
 from ..models import create_model, get_model_info
+from ..weights import load_weights
 from . import losses as L
 from .config import TrainConfig, lr_factor
-from ..classical import fuse_guided
-from ..weights import load_weights
 from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, find_pairs, load_luma, make_loader
 from .splits import exclude_split, split_pairs
 
