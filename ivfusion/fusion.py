@@ -467,9 +467,10 @@ def fuse_dir(
     report = FuseDirReport(unmatched_ir=unmatched_ir, unmatched_vis=unmatched_vis)
     targets = [(stem, ir, vis, out / f"{stem}{ext}") for stem, ir, vis in pairs]
     for stem, ir, vis, target in targets:
-        if is_same_file(target, ir) or is_same_file(target, vis):
+        source = next((src for src in (ir, vis) if is_same_file(target, src)), None)
+        if source is not None:
             raise ValueError(f"out_dir: the output for {stem!r} would be written over its input "
-                             f"{str(ir if is_same_file(target, ir) else vis)!r}; choose another out_dir or ext")
+                             f"{str(source)!r}; choose another out_dir or ext")
     if existing == "error":
         clash = [t for *_, t in targets if t.exists()]
         if clash:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from .data import AUGMENTATIONS, CROP_MODES, SALIENCY_MODES
-from .losses import LOSS_TERMS
+from .losses import LOSS_TERMS, REFINEFUSE_SALIENCY_MASKS
 
 __all__ = ["TrainConfig", "RECIPES", "METHODS", "OPTIMIZERS", "SCHEDULES", "PRECISIONS", "lr_factor"]
 
@@ -259,7 +259,7 @@ class TrainConfig:
              "None or an int >= 16")
         need(self.init_weights is None or isinstance(self.init_weights, str), "init_weights",
              "None, a weight name or a .safetensors path")
-        if self.method == "refinefuse" and self.loss.get("mask") in ("margin_saliency", "saliency", "margin_max"):
+        if self.method == "refinefuse" and self.loss.get("mask") in REFINEFUSE_SALIENCY_MASKS:
             need(self.saliency == "ir_bright", "saliency", f"'ir_bright' for loss mask {self.loss['mask']!r}")
         need(self.ckpt_every is None or (is_int(self.ckpt_every) and self.ckpt_every >= 1), "ckpt_every", "None or >= 1")
         need(is_int(self.log_every) and self.log_every >= 1, "log_every", "an int >= 1")

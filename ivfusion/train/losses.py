@@ -30,6 +30,7 @@ __all__ = [
     "ssim_loss_map",
     "contrast_mask",
     "REFINEFUSE_MASKS",
+    "REFINEFUSE_SALIENCY_MASKS",
     "f3net_loss",
     "didfuse_loss",
     "refinefuse_loss",
@@ -85,6 +86,15 @@ def ssim_loss_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 #: RefineFuse's infrared-mask rules (``refinefuse_loss(mask=...)``).
 REFINEFUSE_MASKS = ("contrast", "margin", "margin_saliency", "saliency", "margin_max")
+#: The rules among them that need the infrared saliency map (``saliency_ir``).
+REFINEFUSE_SALIENCY_MASKS = ("margin_saliency", "saliency", "margin_max")
+
+
+@torch.no_grad()
+def _local_variances(ir: torch.Tensor, vis: torch.Tensor, size: int, sigma: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(var_I, var_V)``: Gaussian-window local variances of both sources, one filtering pass."""
+    var = local_variance2d(torch.cat([ir, vis], dim=1), size, sigma, padding="reflect")
+    return var[:, :1], var[:, 1:]
 
 
 @torch.no_grad()
@@ -106,8 +116,8 @@ def contrast_mask(
     absolutely. Returns a float ``{0, 1}`` tensor shaped like ``ir``, without gradient.
     """
     ir, vis = _check(("ir", "vis"), ir, vis)
-    var = local_variance2d(torch.cat([ir, vis], dim=1), size, sigma, padding="reflect")
-    return (var[:, :1] > ratio * var[:, 1:] + floor).to(ir.dtype)
+    var_ir, var_vis = _local_variances(ir, vis, size, sigma)
+    return (var_ir > ratio * var_vis + floor).to(ir.dtype)
 
 
 # ------------------------------------------------------------------------------------ F3Net
@@ -262,7 +272,7 @@ def refinefuse_loss(
         raise ValueError(f"mask: expected one of {REFINEFUSE_MASKS}, got {mask!r}")
     mask_max = None
     if mask_ir is None:
-        if mask in ("margin_saliency", "saliency", "margin_max"):
+        if mask in REFINEFUSE_SALIENCY_MASKS:
             if saliency_ir is None:
                 raise ValueError(f"saliency_ir: mask={mask!r} needs the infrared saliency map (saliency='ir_bright')")
             (saliency_ir,) = _check(("saliency_ir",), saliency_ir)
@@ -273,11 +283,12 @@ def refinefuse_loss(
             mask_ir = salient
         else:
             ratio, floor = (1.0, 0.0) if mask == "contrast" else (margin_ratio, margin_floor)
-            mask_ir = contrast_mask(ir, vis, size=mask_window, sigma=mask_sigma, ratio=ratio, floor=floor)
+            var_ir, var_vis = _local_variances(ir, vis, mask_window, mask_sigma)
+            mask_ir = (var_ir > ratio * var_vis + floor).to(ir.dtype)
             if mask in ("margin_saliency", "margin_max"):
                 mask_ir = torch.maximum(mask_ir, salient)
             if mask == "margin_max":
-                vis_wins = contrast_mask(vis, ir, size=mask_window, sigma=mask_sigma, ratio=ratio, floor=floor)
+                vis_wins = (var_vis > ratio * var_ir + floor).to(ir.dtype)
                 mask_vis = vis_wins * (1.0 - mask_ir)
                 mask_max = 1.0 - mask_ir - mask_vis
     else:
