@@ -6,12 +6,14 @@ from .models import create_model, get_model_info, list_models
 from .weights import load_model
 from .compare import compare_grid
 from .video import fuse_video
+from .deploy import export_onnx
 
 __all__ = [
     "__version__",
     "fuse",
     "fuse_dir",
     "fuse_video",
+    "export_onnx",
     "compare_grid",
     "list_methods",
     "method_info",

@@ -39,7 +39,10 @@ def _add_fusion_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("-m", "--method", default=DEFAULT_METHOD, help="fusion method (see `ivfusion list`)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--weights", default=None, help="weight name from the manifest or path to a .safetensors file")
+    p.add_argument("--weights", default=None,
+                   help="weight name from the manifest, path to a .safetensors file, or (--backend onnxruntime) a .onnx file")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="run networks in PyTorch (default) or as exported ONNX graphs in onnxruntime (extra ivfusion[onnx])")
     p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels (default: auto on CUDA, none on CPU)")
     p.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, help="tile overlap in pixels")
     p.add_argument("--resize", choices=["ir_to_vis", "vis_to_ir"], default=None, help="resample one input to the other's size")
@@ -59,6 +62,7 @@ def _fusion_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
         ir_range=tuple(args.ir_range) if args.ir_range else None,
         weights=args.weights,
         precision=args.precision,
+        backend=args.backend,
     )
     kwargs.update(dict(args.options))
     return kwargs
@@ -595,6 +599,49 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ export
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a network for deployment (ONNX)",
+        description="Export a network with its weights for another runtime.",
+    )
+    fsub = p.add_subparsers(dest="format", metavar="FORMAT")
+    fsub.required = True
+    po = fsub.add_parser(
+        "onnx",
+        help="self-contained .onnx graph: inputs ir, vis_y (N, 1, H, W) float32 in [0, 1] -> fused",
+        description="Export METHOD with its weights to one .onnx file (torch.onnx dynamo exporter); "
+                    "batch, height and width are dynamic unless --static is given.",
+    )
+    po.add_argument("method", metavar="METHOD", help="a network (see `ivfusion list`)")
+    po.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    po.add_argument("--weights", default=None, help="weight name or .safetensors path (default: the method's)")
+    po.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    po.add_argument("--static", type=int, nargs=2, metavar=("H", "W"), default=None,
+                    help="fix the input to 1 x 1 x H x W instead of dynamic sizes")
+    po.add_argument("-O", "--option", dest="options", action="append", type=_parse_option, default=[],
+                    metavar="KEY=VALUE", help="forward option baked into the graph, e.g. -O rule=average (DIDFuse)")
+    po.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .deploy import DEFAULT_OPSET, export_onnx, read_onnx_info
+
+    kwargs: Dict[str, Any] = dict(args.options)
+    if args.static is not None:
+        kwargs.update(dynamic=False, static_size=tuple(args.static))
+    path = export_onnx(args.method, args.output, weights=args.weights, overwrite=args.overwrite,
+                       opset=args.opset if args.opset is not None else DEFAULT_OPSET, **kwargs)
+    info = read_onnx_info(path)
+    shape = "N x 1 x H x W (dynamic)" if info.dynamic else "1 x 1 x {} x {}".format(*args.static)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {info.method} with {info.weights} "
+          f"(sha256 {info.weights_sha256[:12] or '-'}), options {info.options}, opset {info.opset}, input {shape}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ main
 
 _COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
@@ -605,6 +652,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callabl
     "weights": (_add_weights, _cmd_weights),
     "eval": (_add_eval, _cmd_eval),
     "train": (_add_train, _cmd_train),
+    "export": (_add_export, _cmd_export),
 }
 
 
@@ -633,7 +681,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _, run = _COMMANDS[args.command]
     try:
         return run(args)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"ivfusion: error: {message}", file=sys.stderr)
         return 1

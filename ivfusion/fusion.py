@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .classical import CLASSICAL_METHODS
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
+from .deploy import load_onnx
 from .io import (
     IMAGE_EXTENSIONS,
     ImageLike,
@@ -26,15 +27,17 @@ from .io import (
     to_unit_range,
     write_image,
 )
-from .models import create_model, get_model_info, list_models
+from .models import create_model, create_random_model, get_model_info, list_models
 from .tiling import auto_tile_size, tiled_apply
 
-__all__ = ["fuse", "fuse_dir", "list_methods", "method_info", "MethodInfo", "FuseDirReport", "pair_files"]
+__all__ = ["fuse", "fuse_dir", "list_methods", "method_info", "MethodInfo", "FuseDirReport", "pair_files", "BACKENDS"]
 
 DEFAULT_METHOD = "refinefuse"
 DEFAULT_TILE_OVERLAP = 32
 _RESIZE_MODES = ("ir_to_vis", "vis_to_ir")
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Where networks run: PyTorch, or their exported ONNX graph in ONNX Runtime (extra ``ivfusion[onnx]``).
+BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -194,10 +197,7 @@ def _check_options(name: str, options: Dict[str, Any], accepted: Sequence[str]) 
 @functools.lru_cache(maxsize=8)
 def _cached_model(method: str, weights: Optional[str], device: str, dtype: torch.dtype) -> torch.nn.Module:
     if weights == "random":
-        # Seeded so that tests see the same "random" network in every process.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = create_model(method)
+        model = create_random_model(method)
     else:
         model = create_model(method, pretrained=True, weights=weights)
     model = model.to(device)
@@ -217,11 +217,6 @@ def _network_fn(
                 f"no pretrained weights are available yet for method {method!r}; methods that work "
                 f"now: {working}. (For testing only, weights='random' runs the untrained network.)"
             )
-    elif weights == "random":
-        warnings.warn(
-            f"{method}: running with random (untrained) weights; the output is not a meaningful fusion",
-            stacklevel=3,
-        )
     return _cached_model(method, _weights_key(weights), str(device), dtype)
 
 
@@ -234,6 +229,24 @@ def _weights_key(weights: Optional[Union[str, os.PathLike]]) -> Optional[str]:
     return str(weights)
 
 
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+
+
+def _onnx_fn(method: str, weights: Optional[Union[str, os.PathLike]], device: Optional[Union[str, torch.device]],
+             precision: Optional[str], options: Dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The exported graph of a network in an ONNX Runtime session (``backend="onnxruntime"``)."""
+    if method in CLASSICAL_METHODS:
+        raise ValueError(f"backend: 'onnxruntime' runs exported networks; {method!r} is a classical method "
+                         "(use backend='torch')")
+    if method not in list_models():
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(list_methods())}")
+    if precision not in (None, "fp32"):
+        raise ValueError(f"precision: the onnxruntime backend runs the exported float32 graph; got {precision!r}")
+    return load_onnx(method, weights, device=device, options=options)
+
+
 def _method_fn(
     method: str,
     weights: Optional[Union[str, os.PathLike]],
@@ -241,7 +254,7 @@ def _method_fn(
     precision: Optional[str],
     options: Dict[str, Any],
 ) -> Tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int, torch.dtype, bool]:
-    """Return ``(fn, size_multiple, compute dtype, pixelwise)`` for a method."""
+    """Return ``(fn, size_multiple, compute dtype, pixelwise)`` for a method (PyTorch backend)."""
     if method in CLASSICAL_METHODS:
         m = CLASSICAL_METHODS[method]
         params = list(inspect.signature(m.fn).parameters)[2:]
@@ -257,6 +270,32 @@ def _method_fn(
         model = _network_fn(method, weights, device, dtype)
         return functools.partial(model, **options), info.size_multiple, dtype, False
     raise ValueError(f"unknown method {method!r}; available: {', '.join(list_methods())}")
+
+
+def _build_method(
+    method: str,
+    weights: Optional[Union[str, os.PathLike]],
+    device: Optional[Union[str, torch.device]],
+    precision: Optional[str],
+    options: Dict[str, Any],
+    backend: str = "torch",
+) -> Tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int, torch.dtype, bool, torch.device]:
+    """``(fn, size_multiple, compute dtype, pixelwise, device of the tensors)`` of a method on a backend.
+
+    With ``backend="onnxruntime"`` the graph runs on the execution provider chosen from ``device``;
+    the tensors around it (colour, tiling) stay on the CPU.
+    """
+    _check_backend(backend)
+    if weights == "random" and method in list_models():
+        warnings.warn(
+            f"{method}: running with random (untrained) weights; the output is not a meaningful fusion",
+            stacklevel=3,
+        )
+    if backend == "onnxruntime":
+        fn = _onnx_fn(method, weights, device, precision, options)
+        return fn, get_model_info(method).size_multiple, torch.float32, False, torch.device("cpu")
+    dev = _resolve_device(device)
+    return (*_method_fn(method, weights, dev, precision, options), dev)
 
 
 @functools.lru_cache(maxsize=16)
@@ -296,6 +335,7 @@ def fuse(
     ir_range: Optional[Tuple[float, float]] = None,
     weights: Optional[Union[str, os.PathLike]] = None,
     precision: Optional[str] = None,
+    backend: str = "torch",
     **options: Any,
 ) -> np.ndarray:
     """Fuse an infrared (or CT/PET/SPECT) image with a visible (or MRI) image.
@@ -324,6 +364,12 @@ def fuse(
             manifest, a path to a ``.safetensors`` file, or ``"random"`` (untrained; tests only).
         precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``; default fp16 autocast on CUDA for
             networks that are safe in half precision, fp32 otherwise.
+        backend: ``"torch"`` (default) or ``"onnxruntime"``: networks only, run as their exported
+            ONNX graph (extra ``ivfusion[onnx]``). ``weights`` may then also be a ``.onnx`` file from
+            :func:`ivfusion.export_onnx`; otherwise the weight is exported once and cached (see
+            :func:`ivfusion.deploy.cached_onnx_export`). ``device`` picks the execution provider
+            (``"cpu"``, ``"cuda"``; default CUDA when onnxruntime has it); float32 only. Colour,
+            tiling and dtypes are handled as with the torch backend.
         options: method options, e.g. ``rule="average"`` for DIDFuse, ``levels=5`` for
             ``laplacian``.
 
@@ -341,8 +387,7 @@ def fuse(
         RuntimeError: a network whose pretrained weights are not available.
     """
     _check_layout_args(resize, tile_size, tile_overlap)
-    dev = _resolve_device(device)
-    fn, multiple, dtype, pixelwise = _method_fn(method, weights, dev, precision, options)
+    fn, multiple, dtype, pixelwise, dev = _build_method(method, weights, device, precision, options, backend)
 
     ir_t, ir_kind = to_chw_tensor(ir, name="ir")
     vis_t, vis_kind = to_chw_tensor(vis, name="vis")
@@ -480,8 +525,8 @@ def fuse_dir(
                 "choose existing='skip' or 'overwrite'"
             )
     # Build the method once (weights, device) so errors surface before any file is written.
-    _method_fn(method, fuse_kwargs.get("weights"), _resolve_device(fuse_kwargs.get("device")),
-               fuse_kwargs.get("precision"), {k: v for k, v in fuse_kwargs.items() if k not in _FUSE_KWARGS})
+    _build_method(method, fuse_kwargs.get("weights"), fuse_kwargs.get("device"), fuse_kwargs.get("precision"),
+                  {k: v for k, v in fuse_kwargs.items() if k not in _FUSE_KWARGS}, fuse_kwargs.get("backend", "torch"))
     from ._progress import ProgressBar
 
     with ProgressBar(len(targets), "fusing", enabled=progress) as bar:
@@ -498,4 +543,4 @@ def fuse_dir(
     return report
 
 
-_FUSE_KWARGS = {"device", "tile_size", "tile_overlap", "resize", "ir_range", "weights", "precision"}
+_FUSE_KWARGS = {"device", "tile_size", "tile_overlap", "resize", "ir_range", "weights", "precision", "backend"}

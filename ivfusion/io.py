@@ -8,11 +8,12 @@ and back.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ __all__ = [
     "is_grey",
     "from_unit_range",
     "write_image",
+    "write_atomic",
     "is_same_file",
 ]
 
@@ -270,8 +272,33 @@ def _current_umask() -> int:
     return mask
 
 
+def write_atomic(path: Union[str, os.PathLike], write: Callable[[str], None], *, suffix: str = ".part") -> Path:
+    """Create or replace ``path`` atomically: ``write(tmp)`` fills a temporary file next to ``path``,
+    which is then flushed to disk and renamed over ``path``.
+
+    An interrupted or failing ``write`` never leaves a partial file under ``path`` (the temporary
+    file is removed). The file gets the usual mode (``0666`` less the umask). ``suffix`` ends the
+    temporary name (writers that pick a format from the extension need it, e.g. ``".part.png"``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def write_image(path: Union[str, os.PathLike], image: np.ndarray) -> Path:
-    """Write an image atomically: encode to a temporary file next to ``path``, then rename.
+    """Write an image atomically (:func:`write_atomic`).
 
     An interrupted or failing write never leaves a partial file under ``path``. ``uint8`` and
     ``uint16`` arrays are written as they are; float arrays in [0, 1] are stored as 8-bit.
@@ -283,19 +310,4 @@ def write_image(path: Union[str, os.PathLike], image: np.ndarray) -> Path:
     if fmt is None:
         raise ValueError(f"output: unknown image extension {path.suffix!r} for {str(path)!r}")
     pil = _pil_for_array(np.asarray(image))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{ext}", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the usual mode
-        with os.fdopen(fd, "wb") as fh:
-            pil.save(fh, format=fmt)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return write_atomic(path, lambda tmp: pil.save(tmp, format=fmt), suffix=f".part{ext}")

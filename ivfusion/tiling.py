@@ -31,7 +31,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple
     """
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
+    # While exporting (ONNX, torch.export) H and W are symbolic: always pad (a zero pad is a no-op)
+    # so that no branch on the input size is frozen into the graph.
+    if not torch.compiler.is_exporting() and ph == 0 and pw == 0:
         return x, (h, w)
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)

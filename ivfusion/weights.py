@@ -35,7 +35,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .io import write_atomic
 from .models._registry import FusionNet, create_model, get_model_info
 
 __all__ = [
@@ -963,25 +963,6 @@ def _strip_wrapper_prefixes(state: Dict[str, Any]) -> Dict[str, Any]:
     return state
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def export_checkpoint(
     checkpoint: Union[str, os.PathLike],
     output: Union[str, os.PathLike],
@@ -1078,7 +1059,7 @@ def export_checkpoint(
         if key in fields:
             metadata[key] = json.dumps(fields[key], sort_keys=True) if key == "training_data" else str(fields[key])
 
-    _write_atomic(out, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    write_atomic(out, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     digest = sha256_file(out)
     size = out.stat().st_size
 
@@ -1138,7 +1119,7 @@ def update_manifest(name: str, entry: Mapping[str, Any],
     Manifest.from_dict(data, source="updated manifest")
     blob = _dump_manifest(data)
     for p in targets:
-        _write_atomic(p, lambda tmp: Path(tmp).write_bytes(blob))
+        write_atomic(p, lambda tmp: Path(tmp).write_bytes(blob))
     return targets
 
 

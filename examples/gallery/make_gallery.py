@@ -14,7 +14,6 @@ files are kept unless ``--overwrite``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 
 import ivfusion
 from ivfusion.compare import Pair, pairs_from_folder, pairs_from_split
+from ivfusion.io import write_atomic
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA_ROOT = HERE.parents[1].parent / "shared" / "data" / "ivif"
@@ -42,17 +42,12 @@ def grids(data_root: Path, domains: Sequence[str], limit: int, val: bool) -> Lis
 
 def write_jpeg(png: Path, target: Path, quality: int) -> None:
     """Re-encode ``png`` as a JPEG at ``target``, atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".part.jpg", dir=target.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-        with os.fdopen(fd, "wb") as fh, Image.open(png) as img:
-            img.convert("RGB").save(fh, format="JPEG", quality=quality, optimize=True)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(tmp: str) -> None:
+        with Image.open(png) as img:
+            img.convert("RGB").save(tmp, format="JPEG", quality=quality, optimize=True)
+
+    write_atomic(target, write, suffix=".part.jpg")
 
 
 def make(name: str, pairs: List[Pair], args: argparse.Namespace) -> Path:

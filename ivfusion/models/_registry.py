@@ -20,6 +20,7 @@ __all__ = [
     "list_models",
     "get_model_info",
     "create_model",
+    "create_random_model",
     "count_parameters",
     "measure_flops",
 ]
@@ -164,6 +165,17 @@ def create_model(
     if device is not None:
         model.to(device)
     return model
+
+
+def create_random_model(name: str, seed: int = 0) -> FusionNet:
+    """An untrained network in eval mode, initialised from ``seed`` without touching the global RNG.
+
+    The same ``(name, seed)`` gives the same parameters in every process: what ``weights="random"``
+    means throughout ivfusion (tests and export checks only; its output is not a meaningful fusion).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(name)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -15,7 +15,9 @@ Contents:
   spatial gate);
 * :func:`interleave_channels` (``[a1, b1, a2, b2, ...]``) for per-channel grouped fusion;
 * :func:`grid_cross_attention`: single-head softmax attention of one query map against the keys and
-  values of several modalities, over spatial positions (``scaled_dot_product_attention``).
+  values of several modalities, over spatial positions (``scaled_dot_product_attention``);
+* :func:`adaptive_avg_pool2d`: adaptive average pooling that also exports to ONNX with a symbolic
+  output size (:func:`adaptive_pool_matrix`).
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ __all__ = [
     "CBAM",
     "interleave_channels",
     "grid_cross_attention",
+    "adaptive_pool_matrix",
+    "adaptive_avg_pool2d",
 ]
 
 
@@ -198,7 +202,7 @@ class MultiSpectralChannelAttention(nn.Module):
 
     def spectral_pool(self, x: torch.Tensor) -> torch.Tensor:
         """DCT coefficients ``z (B, C)`` of the pooled ``grid x grid`` map."""
-        p = F.adaptive_avg_pool2d(x, self.grid)
+        p = adaptive_avg_pool2d(x, (self.grid, self.grid))
         return (p * self.dct_weight).sum(dim=(2, 3))
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
@@ -357,3 +361,42 @@ def grid_cross_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.
     q = _tokens(query).unsqueeze(1).expand(b, m, h * w, c)
     out = F.scaled_dot_product_attention(q, _tokens(keys), _tokens(values))  # (B, M, n, C); scale 1/sqrt(C)
     return out.transpose(2, 3).reshape(b, m, c, h, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive pooling that exports
+# ---------------------------------------------------------------------------------------------
+
+
+def adaptive_pool_matrix(n_in: int, n_out: int, *, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(n_out, n_in)`` matrix ``P`` with ``P @ x`` the 1-D adaptive average pooling of ``x``.
+
+    Bin ``i`` averages ``x[floor(i n_in / n_out) : ceil((i + 1) n_in / n_out)]``, PyTorch's definition
+    of adaptive pooling (bins may overlap when ``n_in`` is not a multiple of ``n_out``). Built from
+    ``arange`` and integer arithmetic only, so ``n_in`` and ``n_out`` may be symbolic while exporting.
+    """
+    i = torch.arange(n_out, device=device)
+    start = torch.div(i * n_in, n_out, rounding_mode="floor")
+    end = torch.div((i + 1) * n_in + n_out - 1, n_out, rounding_mode="floor")
+    j = torch.arange(n_in, device=device)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(dtype) / (end - start).to(dtype)[:, None]
+
+
+def adaptive_avg_pool2d(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Adaptive average pooling of ``x (B, C, H, W)`` to ``size = (h, w)``: ``(B, C, h, w)``.
+
+    Eager: :func:`torch.nn.functional.adaptive_avg_pool2d` (a no-op when the size already matches).
+    While exporting (:func:`torch.compiler.is_exporting`): ``P_h @ x @ P_w^T`` with
+    :func:`adaptive_pool_matrix`, the same average as matrix products, because ONNX has no adaptive
+    pooling and the exporter's lowering freezes the kernel size at the example input's size (a
+    graph exported at one size then fails at another). Equal to the eager result within float
+    rounding (tested).
+    """
+    if torch.compiler.is_exporting():
+        ph = adaptive_pool_matrix(x.shape[-2], size[0], device=x.device, dtype=x.dtype)
+        pw = adaptive_pool_matrix(x.shape[-1], size[1], device=x.device, dtype=x.dtype)
+        return torch.matmul(torch.matmul(ph, x), pw.transpose(0, 1))
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.adaptive_avg_pool2d(x, size)

@@ -9,7 +9,6 @@ No official code exists; every open point follows the ``CHOICE`` items C-RF-1 ..
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence, Tuple
 
 import torch
@@ -17,7 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._registry import FusionNet, register_model
-from .blocks import ConvAct, SpatialAttention, conv1x1, conv3x3, grid_cross_attention, interleave_channels
+from .blocks import (
+    ConvAct,
+    SpatialAttention,
+    adaptive_avg_pool2d,
+    conv1x1,
+    conv3x3,
+    grid_cross_attention,
+    interleave_channels,
+)
 
 __all__ = ["RefineFuse", "RefineFuseEncoder", "SFIM", "PSIM", "FIM", "DecoderBlock", "psim_grid"]
 
@@ -62,7 +69,7 @@ class SFIM(nn.Module):
 
 def psim_grid(h: int, w: int, pool: int) -> Tuple[int, int]:
     """Attention grid ``(ceil(h / pool), ceil(w / pool))`` of a PSIM whose input is ``h x w``."""
-    return math.ceil(h / pool), math.ceil(w / pool)
+    return (h + pool - 1) // pool, (w + pool - 1) // pool  # integer ceil: stays exact for symbolic sizes
 
 
 class PSIM(nn.Module):
@@ -99,7 +106,7 @@ class PSIM(nn.Module):
         h, w = a.shape[-2:]
         x = torch.cat([a, b], dim=1)  # (B, 2C, h, w)
         grid = psim_grid(h, w, self.pool)
-        x_small = F.adaptive_avg_pool2d(x, grid) if grid != (h, w) else x
+        x_small = adaptive_avg_pool2d(x, grid)
         n, c = x.shape[0], self.channels
         q = self.query(x_small)
         kv = self.key_value(x_small).unflatten(1, (2, 2, c))  # (B, modality, key/value, C, h', w')
@@ -107,7 +114,8 @@ class PSIM(nn.Module):
         if self.residual == "cross":
             g = g.flip(1)
         g = g.reshape(n, 2 * c, *grid)
-        if grid != (h, w):
+        # Always resampled while exporting: a size test would freeze into the graph.
+        if torch.compiler.is_exporting() or grid != (h, w):
             g = F.interpolate(g, size=(h, w), mode="bilinear", align_corners=False)
         return F.relu(self.fuse(x + g), inplace=True)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+from ..io import write_atomic
 from .data import AUGMENTATIONS, CROP_MODES, SALIENCY_MODES
 from .losses import LOSS_TERMS, REFINEFUSE_SALIENCY_MASKS
 
@@ -381,6 +382,4 @@ class TrainConfig:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

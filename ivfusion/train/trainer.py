@@ -22,11 +22,9 @@ import csv
 import inspect
 import json
 import math
-import os
 import platform
 import random
 import shlex
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ import torch
 
 from .._progress import ProgressBar
 from ..classical import fuse_guided
+from ..io import write_atomic
 from ..models import create_model, get_model_info
 from ..weights import load_weights
 from . import losses as L
@@ -122,16 +121,7 @@ def hardware_description(device: torch.device) -> str:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _rng_state(device: torch.device) -> Dict[str, Any]:

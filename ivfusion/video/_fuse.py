@@ -16,11 +16,10 @@ import torch
 from ..fusion import (
     DEFAULT_METHOD,
     DEFAULT_TILE_OVERLAP,
+    _build_method,
     _check_layout_args,
     _default_weight,
-    _method_fn,
     _probe_cuda_bytes_per_pixel,
-    _resolve_device,
     _run,
     _weights_key,
 )
@@ -135,6 +134,7 @@ def fuse_video(
     resize: Optional[str] = None,
     weights: Optional[PathLike] = None,
     precision: Optional[str] = None,
+    backend: str = "torch",
     **options: Any,
 ) -> VideoReport:
     """Fuse an infrared video with a visible video, frame by frame, into a new video.
@@ -184,7 +184,7 @@ def fuse_video(
         queue_size: frames held in each queue between the decoder, the fusion and the encoder
             (default ``max(2 * batch_size, 4)``); memory stays bounded by it whatever the length of
             the video.
-        device, tile_size, tile_overlap, resize, weights, precision, options: as in
+        device, tile_size, tile_overlap, resize, weights, precision, backend, options: as in
             :func:`ivfusion.fuse`. Frames of different sizes need ``resize``.
 
     Returns:
@@ -233,8 +233,7 @@ def fuse_video(
     codec = _resolve_codec(av, codec)
     _check_pix_fmt(av, codec, pix_fmt)
     enc_options = _encoder_options(codec, crf, codec_options)
-    dev = _resolve_device(device)
-    fn, multiple, dtype, pixelwise = _method_fn(method, weights, dev, precision, options)
+    fn, multiple, dtype, pixelwise, dev = _build_method(method, weights, device, precision, options, backend)
     if batch_size is None:
         batch_size = 8 if dev.type == "cuda" else 1
     if queue_size is None:
