@@ -60,7 +60,7 @@ def manifest_key(domain: str) -> str:
 
 def update_manifests(table: Dict[str, Dict[str, Dict[str, float]]]) -> None:
     repo = Path(__file__).resolve().parents[1]
-    for path in (repo / "weights_manifest.json", repo / "ivfusion" / "weights_manifest.json"):
+    for path in (repo / "weights_manifest.json", repo / "ivfusion" / "pretrained" / "weights_manifest.json"):
         manifest = json.loads(path.read_text(encoding="utf-8"))
         for name, entry in manifest["weights"].items():
             method = entry["method"]

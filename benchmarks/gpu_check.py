@@ -126,7 +126,7 @@ def main(argv=None) -> int:
         failed |= rc not in (0, 5)
     if "precision" in args.parts:
         pairs = load_pairs(args.pairs, args.size)
-        print(f"\n| network | precision | max grey levels | mean | pixels moved |\n|---|---|---:|---:|---:|")
+        print("\n| network | precision | max grey levels | mean | pixels moved |\n|---|---|---:|---:|---:|")
         for m in args.methods:
             for prec, e in precision_errors(m, pairs, args.device).items():
                 print(f"| {m} | {prec} | {e['max']} | {e['mean']:.3f} | {e['moved']:.2%} |")

@@ -1,9 +1,9 @@
 """ivfusion: infrared-visible and medical image fusion with pretrained PyTorch networks."""
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .fusion import fuse, fuse_dir, list_methods, method_info
 from .models import create_model, get_model_info, list_models
-from .weights import load_model
+from .models import load_model
 from .compare import compare_grid
 from .video import fuse_video
 from .deploy import export_onnx

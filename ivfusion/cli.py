@@ -381,7 +381,8 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from . import weights as W
+    from . import pretrained as W
+    from .train.export import export_checkpoint
 
     if args.weights_command == "list":
         rows = []
@@ -429,8 +430,8 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         fields["default"] = True
     if args.update_manifest and not args.name:
         raise CLIError("--update-manifest needs --name METHOD.TAG")
-    result = W.export_checkpoint(args.checkpoint, args.output, method=args.method, dtype=args.dtype,
-                                 name=args.name, entry=fields)
+    result = export_checkpoint(args.checkpoint, args.output, method=args.method, dtype=args.dtype,
+                               name=args.name, entry=fields)
     print(f"wrote {result.path} ({result.size} bytes)")
     print(f"sha256 {result.sha256}")
     print(json.dumps({args.name or result.path.stem: result.entry}, indent=2))
@@ -657,7 +658,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callabl
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="ivfusion", description="Infrared-visible and medical image fusion.")
     parser.add_argument("--version", action="version", version=f"ivfusion {__version__}")

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._progress import ProgressBar
 from .classical import CLASSICAL_METHODS
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .deploy import load_onnx
 from .io import (
-    IMAGE_EXTENSIONS,
+    pair_files,
     ImageLike,
     from_unit_range,
     is_grey,
@@ -27,6 +28,7 @@ from .io import (
     to_unit_range,
     write_image,
 )
+from .pretrained import default_weight
 from .models import create_model, create_random_model, get_model_info, list_models
 from .tiling import auto_tile_size, tiled_apply
 
@@ -57,8 +59,6 @@ class MethodInfo:
 
 
 def _default_weight(method: str) -> Optional[str]:
-    from .weights import default_weight
-
     return default_weight(method)
 
 
@@ -447,37 +447,6 @@ class FuseDirReport:
         return not self.failed
 
 
-def _images_by_stem(folder: Path, name: str) -> Dict[str, Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{name}: no such directory: {str(folder)!r}")
-    found: Dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
-            if path.stem in found:
-                raise ValueError(
-                    f"{name}: two images share the stem {path.stem!r}: {found[path.stem].name}, {path.name}"
-                )
-            found[path.stem] = path
-    return found
-
-
-def pair_files(
-    ir_dir: Union[str, os.PathLike], vis_dir: Union[str, os.PathLike]
-) -> Tuple[List[Tuple[str, Path, Path]], List[Path], List[Path]]:
-    """Pair the images of two folders by file stem (``FLIR_001.jpg`` <-> ``FLIR_001.png``).
-
-    Returns ``(pairs, unmatched_ir, unmatched_vis)`` with ``pairs`` as ``(stem, ir, vis)`` sorted by stem.
-    """
-    irs = _images_by_stem(Path(ir_dir), "ir_dir")
-    viss = _images_by_stem(Path(vis_dir), "vis_dir")
-    pairs = [(s, irs[s], viss[s]) for s in sorted(irs.keys() & viss.keys())]
-    return (
-        pairs,
-        [irs[s] for s in sorted(irs.keys() - viss.keys())],
-        [viss[s] for s in sorted(viss.keys() - irs.keys())],
-    )
-
-
 def fuse_dir(
     ir_dir: Union[str, os.PathLike],
     vis_dir: Union[str, os.PathLike],
@@ -527,8 +496,6 @@ def fuse_dir(
     # Build the method once (weights, device) so errors surface before any file is written.
     _build_method(method, fuse_kwargs.get("weights"), fuse_kwargs.get("device"), fuse_kwargs.get("precision"),
                   {k: v for k, v in fuse_kwargs.items() if k not in _FUSE_KWARGS}, fuse_kwargs.get("backend", "torch"))
-    from ._progress import ProgressBar
-
     with ProgressBar(len(targets), "fusing", enabled=progress) as bar:
         for stem, ir, vis, target in targets:
             if existing == "skip" and target.exists():

@@ -13,7 +13,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ __all__ = [
     "write_image",
     "write_atomic",
     "is_same_file",
+    "images_by_stem",
+    "pair_files",
 ]
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
@@ -310,4 +312,40 @@ def write_image(path: Union[str, os.PathLike], image: np.ndarray) -> Path:
     if fmt is None:
         raise ValueError(f"output: unknown image extension {path.suffix!r} for {str(path)!r}")
     pil = _pil_for_array(np.asarray(image))
-    return write_atomic(path, lambda tmp: pil.save(tmp, format=fmt), suffix=f".part{ext}")
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            pil.save(fh, format=fmt)
+
+    return write_atomic(path, write, suffix=f".part{ext}")
+
+
+def images_by_stem(folder: Path, name: str) -> Dict[str, Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{name}: no such directory: {str(folder)!r}")
+    found: Dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
+            if path.stem in found:
+                raise ValueError(
+                    f"{name}: two images share the stem {path.stem!r}: {found[path.stem].name}, {path.name}"
+                )
+            found[path.stem] = path
+    return found
+
+
+def pair_files(
+    ir_dir: Union[str, os.PathLike], vis_dir: Union[str, os.PathLike]
+) -> Tuple[List[Tuple[str, Path, Path]], List[Path], List[Path]]:
+    """Pair the images of two folders by file stem (``FLIR_001.jpg`` <-> ``FLIR_001.png``).
+
+    Returns ``(pairs, unmatched_ir, unmatched_vis)`` with ``pairs`` as ``(stem, ir, vis)`` sorted by stem.
+    """
+    irs = images_by_stem(Path(ir_dir), "ir_dir")
+    viss = images_by_stem(Path(vis_dir), "vis_dir")
+    pairs = [(s, irs[s], viss[s]) for s in sorted(irs.keys() & viss.keys())]
+    return (
+        pairs,
+        [irs[s] for s in sorted(irs.keys() - viss.keys())],
+        [viss[s] for s in sorted(viss.keys() - irs.keys())],
+    )

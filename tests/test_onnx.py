@@ -19,6 +19,7 @@ import ivfusion
 from ivfusion.cli import main
 from ivfusion.fusion import _luma_and_chroma
 from ivfusion.io import read_image, to_chw_tensor, to_unit_range
+from ivfusion.pretrained import default_weight, get_weight_info
 from ivfusion.models import blocks, create_model, create_random_model, list_models
 from ivfusion.tiling import pad_to_multiple
 
@@ -110,9 +111,9 @@ def test_export_matches_pytorch_on_validation_pairs(exported, method):
     path = exported(method, "shipped")
     onnx.checker.check_model(str(path), full_check=True)
     info = read_onnx_info(path)
-    manifest = ivfusion.weights.get_weight_info(info.weights)
+    manifest = get_weight_info(info.weights)
     assert info.method == method and info.dynamic and info.opset == 18
-    assert info.weights == ivfusion.weights.default_weight(method)
+    assert info.weights == default_weight(method)
     assert info.weights_sha256 == manifest.sha256
     assert info.ivfusion_version == ivfusion.__version__ and info.torch_version == torch.__version__
     session = _session(path)
@@ -174,6 +175,7 @@ def test_fuse_backend_matches_torch_colour_pair(exported, val_pair):
     assert np.abs(tiled.astype(int) - tiled_ref.astype(int)).max() <= 1
 
 
+@pytest.mark.filterwarnings("ignore:didfuse. running with random")
 def test_backend_exports_into_the_cache_once(tmp_path, monkeypatch, rng):
     monkeypatch.setenv("IVFUSION_CACHE_DIR", str(tmp_path / "cache"))
     ir = rng.integers(0, 256, (40, 56), dtype=np.uint8)
@@ -239,6 +241,7 @@ def test_export_errors(tmp_path):
     assert existing.read_bytes() == b"keep me"
 
 
+@pytest.mark.filterwarnings("ignore:didfuse. running with random")
 def test_missing_extra_is_a_clear_import_error(monkeypatch, tmp_path):
     monkeypatch.setenv("IVFUSION_CACHE_DIR", str(tmp_path))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)

@@ -4,7 +4,7 @@ import hashlib
 import pytest
 
 import ivfusion
-from ivfusion import weights as W
+from ivfusion import pretrained as W
 from ivfusion.metrics import evaluate
 
 from .conftest import VAL_DIR, require

@@ -1,4 +1,4 @@
-"""Tests of ivfusion.weights: manifest validation, resolution order, the Hub route (against a
+"""Tests of ivfusion.pretrained (and the builder and checkpoint export that use it): manifest validation, resolution order, the Hub route (against a
 stand-in server on 127.0.0.1), integrity errors, strict loading, export and the CLI."""
 from __future__ import annotations
 
@@ -18,9 +18,15 @@ from torch import nn
 
 import ivfusion
 from ivfusion import cli
-from ivfusion import weights as W
+from ivfusion import pretrained as W
+from ivfusion.models import load_weights, weight_config
+from ivfusion.train.export import export_checkpoint
 from ivfusion.models import _registry
-from ivfusion.models._registry import FusionNet, create_model, register_model
+from ivfusion.models import create_model
+from ivfusion.models._registry import FusionNet, register_model
+from ivfusion.pretrained import hub as pretrained_hub
+from ivfusion.pretrained import io as pretrained_io
+from ivfusion.pretrained.schema import _dump_manifest
 
 try:  # tests/ is a package in this repository; also work if it is collected as plain files
     from .hub_server import StandInHub
@@ -72,8 +78,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Dict[str, Path]:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     bundled = tmp_path / "bundled"
     bundled.mkdir()
-    monkeypatch.setattr(W, "BUNDLED_DIR", bundled)
-    W._DIGESTS.clear()
+    monkeypatch.setattr(pretrained_hub, "BUNDLED_DIR", bundled)
+    pretrained_io._DIGESTS.clear()
     return {"root": tmp_path, "bundled": bundled, "cache": tmp_path / "hf" / "hub"}
 
 
@@ -134,13 +140,13 @@ def assert_state_equal(model: nn.Module, state: Dict[str, torch.Tensor]) -> None
 
 def test_manifest_copies_identical_and_valid() -> None:
     root = REPO_ROOT / "weights_manifest.json"
-    shipped = Path(W.__file__).parent / "weights_manifest.json"
+    shipped = W.PACKAGE_MANIFEST
     assert root.read_bytes() == shipped.read_bytes()
     manifest = W.load_manifest(shipped)
     for info in manifest.weights.values():
         assert info.method in ivfusion.list_models()
     # Canonical serialisation: writing the manifest back changes nothing.
-    assert W._dump_manifest(json.loads(shipped.read_text())) == shipped.read_bytes()
+    assert _dump_manifest(json.loads(shipped.read_text())) == shipped.read_bytes()
 
 
 def _valid_entry() -> Dict[str, Any]:
@@ -254,13 +260,13 @@ def test_pretrained_model_is_built_with_the_weights_config(tmp_path: Path, env: 
     manifest = {"schema_version": 1, "weights": {"tinynet.wide": entry_for(path, config={"width": 6})}}
     (env["bundled"] / path.name).write_bytes(path.read_bytes())
     with W.use_manifest(manifest):
-        assert W.weight_config("tinynet") == {"width": 6}
+        assert weight_config("tinynet") == {"width": 6}
         net = create_model("tinynet", pretrained=True)
         assert net.conv1.out_channels == 6
         torch.testing.assert_close(net.conv1.weight, state["conv1.weight"])
         with pytest.raises(W.StateDictMismatchError, match="shape"):
             create_model("tinynet", pretrained=True, width=5)  # explicit options still win
-    assert W.weight_config("tinynet", str(path)) == {}
+    assert weight_config("tinynet", str(path)) == {}
 
 
 # --------------------------------------------------------------------------- resolution
@@ -339,7 +345,7 @@ def test_hub_download_cache_offline_and_tamper(tmp_path: Path, env: Dict[str, Pa
     net = create_model("tinynet")
     before = {k: v.clone() for k, v in net.state_dict().items()}
     with pytest.raises(W.ChecksumError) as info:
-        W.load_weights(net, "tinynet", None)
+        load_weights(net, "tinynet", None)
     msg = str(info.value)
     assert "tinynet.test" in msg and "SHA-256 mismatch" in msg and "not used" in msg and str(blob) in msg
     assert_state_equal(net, before)
@@ -392,8 +398,8 @@ def test_checksum_and_size_mismatch(tmp_path: Path, env: Dict[str, Path], tiny: 
 def test_digest_is_memoised(tmp_path: Path, env: Dict[str, Path], tiny: type, monkeypatch: pytest.MonkeyPatch) -> None:
     src, _, manifest = make_weight(env["bundled"])
     calls = []
-    real = W._hash_file
-    monkeypatch.setattr(W, "_hash_file", lambda p: calls.append(p) or real(p))
+    real = pretrained_io._hash_file
+    monkeypatch.setattr(pretrained_io, "_hash_file", lambda p: calls.append(p) or real(p))
     with W.use_manifest(manifest):
         for _ in range(3):
             W.resolve_weight("tinynet.test")
@@ -424,7 +430,7 @@ def test_corrupt_files_are_rejected(tmp_path: Path, env: Dict[str, Path], tiny: 
         path = tmp_path / f"{key}.safetensors"
         path.write_bytes(blob)
         with pytest.raises(W.CorruptWeightsError, match=needle) as info:
-            W.load_weights(create_model("tinynet"), "tinynet", str(path))
+            load_weights(create_model("tinynet"), "tinynet", str(path))
         assert str(path) in str(info.value) and "not a valid safetensors file" in str(info.value)
     with pytest.raises(W.CorruptWeightsError, match="not a valid safetensors file"):
         W.resolve_weight(pickled)
@@ -465,7 +471,7 @@ def test_method_mismatch_and_no_default(tmp_path: Path, env: Dict[str, Path], ti
     _, _, manifest = make_weight(env["bundled"])
     with W.use_manifest(manifest):
         with pytest.raises(ValueError, match="'tinynet.test' is a weight for method 'tinynet', not 'didfuse'"):
-            W.load_weights(create_model("didfuse"), "didfuse", "tinynet.test")
+            load_weights(create_model("didfuse"), "didfuse", "tinynet.test")
 
 
 @pytest.mark.skipif(not (REFERENCE / "didfuse_official.safetensors").is_file(), reason="reference fixtures absent")
@@ -493,7 +499,7 @@ def test_export_roundtrip_fp32(tmp_path: Path, env: Dict[str, Path], tiny: type)
     state = random_state()
     ckpt = _checkpoint(tmp_path, state, manifest={"license": "CC BY 4.0"})
     out = tmp_path / "out" / "tinynet.test.safetensors"
-    res = W.export_checkpoint(ckpt, out, name="tinynet.test", entry={"reproduce": "ivfusion train x"})
+    res = export_checkpoint(ckpt, out, name="tinynet.test", entry={"reproduce": "ivfusion train x"})
     tensors, meta = W.load_state_dict_file(out)
     assert set(tensors) == set(state) and all(torch.equal(tensors[k], v) for k, v in state.items())
     assert meta["method"] == "tinynet" and meta["version"] == ivfusion.__version__ and meta["step"] == "123"
@@ -513,7 +519,7 @@ def test_export_fp16_and_wrappers(tmp_path: Path, env: Dict[str, Path], tiny: ty
     wrapped = {f"module.{k}": v for k, v in state.items()}  # as saved from DistributedDataParallel
     ckpt = _checkpoint(tmp_path, wrapped)
     out = tmp_path / "half.safetensors"
-    res = W.export_checkpoint(ckpt, out, dtype="float16")
+    res = export_checkpoint(ckpt, out, dtype="float16")
     tensors, meta = W.load_state_dict_file(out)
     assert meta["dtype"] == "float16" and res.entry["dtype"] == "float16"
     assert tensors["conv1.weight"].dtype == torch.float16
@@ -525,35 +531,35 @@ def test_export_fp16_and_wrappers(tmp_path: Path, env: Dict[str, Path], tiny: ty
             assert torch.equal(v, state[k].half().float())
             assert torch.allclose(v, state[k], rtol=2 ** -11, atol=2 ** -24)
     # A plain safetensors state dict is accepted as input too (method from its header).
-    again = W.export_checkpoint(out, tmp_path / "again.safetensors")
+    again = export_checkpoint(out, tmp_path / "again.safetensors")
     assert again.entry["method"] == "tinynet" and again.metadata["dtype"] == "float32"
     # Values beyond the float16 range are refused.
     big = dict(state)
     big["conv2.bias"] = torch.full((1,), 1e6)
     with pytest.raises(ValueError, match="'conv2.bias' has values beyond the float16 range"):
-        W.export_checkpoint(_checkpoint(tmp_path, big), tmp_path / "big.safetensors", dtype="float16")
+        export_checkpoint(_checkpoint(tmp_path, big), tmp_path / "big.safetensors", dtype="float16")
 
 
 def test_export_refuses_broken_checkpoints(tmp_path: Path, env: Dict[str, Path], tiny: type) -> None:
     out = tmp_path / "out" / "x.safetensors"
     with pytest.raises(W.StateDictMismatchError, match="conv1.weight"):
-        W.export_checkpoint(_checkpoint(tmp_path, random_state(width=6)), out)
+        export_checkpoint(_checkpoint(tmp_path, random_state(width=6)), out)
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
     # Constructor options from config["model"] make the wide state dict fit.
     wide = _checkpoint(tmp_path, random_state(width=6), config={"model": {"width": 6}})
-    res = W.export_checkpoint(wide, out)
+    res = export_checkpoint(wide, out)
     assert res.entry["config"] == {"width": 6}
     with pytest.raises(ValueError, match="checkpoint says 'tinynet'"):
-        W.export_checkpoint(wide, out, method="didfuse")
+        export_checkpoint(wide, out, method="didfuse")
 
     torch.save({"model": random_state(), "method": "tinynet", "thing": Opaque()}, tmp_path / "unsafe.pt")
     with pytest.raises(W.CorruptWeightsError, match="not a readable training checkpoint"):
-        W.export_checkpoint(tmp_path / "unsafe.pt", out)
+        export_checkpoint(tmp_path / "unsafe.pt", out)
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(W.CorruptWeightsError, match="expected a dict with a 'model' state dict"):
-        W.export_checkpoint(tmp_path / "list.pt", out)
+        export_checkpoint(tmp_path / "list.pt", out)
     with pytest.raises(ValueError, match="output: expected a path ending in .safetensors"):
-        W.export_checkpoint(wide, tmp_path / "x.pt")
+        export_checkpoint(wide, tmp_path / "x.pt")
 
 
 def test_update_manifest_keeps_copies_identical(tmp_path: Path, env: Dict[str, Path], tiny: type,
@@ -563,7 +569,7 @@ def test_update_manifest_keeps_copies_identical(tmp_path: Path, env: Dict[str, P
         p.write_text('{\n  "schema_version": 1,\n  "weights": {}\n}\n')
     state = random_state()
     envdir = tmp_path / "envdir"
-    res = W.export_checkpoint(_checkpoint(tmp_path, state), envdir / "tinynet.v1.safetensors", name="tinynet.v1")
+    res = export_checkpoint(_checkpoint(tmp_path, state), envdir / "tinynet.v1.safetensors", name="tinynet.v1")
     entry = {**entry_for(res.path), **res.entry}
     W.update_manifest("tinynet.v1", entry, paths=[a, b])
     W.update_manifest("tinynet.v2", dict(entry, default=True), paths=[a, b])

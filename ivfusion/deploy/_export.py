@@ -26,10 +26,10 @@ from typing import Any, Dict, Iterator, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..io import is_same_file, write_atomic
 from ..models import create_model, create_random_model, get_model_info, list_models
-from ..weights import default_weight, get_manifest, resolve_weight, sha256_file
+from ..pretrained import default_weight, get_manifest, resolve_weight, sha256_file
 
 __all__ = [
     "ONNX_INPUTS",

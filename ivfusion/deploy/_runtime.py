@@ -12,12 +12,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from .. import __version__
-from ..weights import default_weight, resolve_weight, sha256_file
+from .._version import __version__
+from ..pretrained import default_weight, resolve_weight, sha256_file
 from ._export import (
     DEFAULT_OPSET,
     ONNX_INPUTS,

@@ -28,7 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..color import LUMA_WEIGHTS
-from ..io import ImageLike, check_unit_float, to_chw_tensor
+from .._progress import ProgressBar
+from ..io import ImageLike, check_unit_float, images_by_stem, to_chw_tensor  # the stem rules of `ivfusion fuse`
 from .registry import METRICS, PROFILES, profile_options, resolve_metrics
 
 __all__ = ["prepare_image", "evaluate", "evaluate_batch", "evaluate_dirs", "DirectoryEvaluation"]
@@ -242,12 +243,10 @@ def match_triplets(
         ValueError: a stem is missing from some folder (the message says which, where), two files in
             one folder share a stem, or the folders hold no image.
     """
-    from ..fusion import _images_by_stem  # the same stem rules as `ivfusion fuse`
-
     folders = {
-        "ir_dir": _images_by_stem(Path(ir_dir), "ir_dir"),
-        "vis_dir": _images_by_stem(Path(vis_dir), "vis_dir"),
-        "fused_dir": _images_by_stem(Path(fused_dir), "fused_dir"),
+        "ir_dir": images_by_stem(Path(ir_dir), "ir_dir"),
+        "vis_dir": images_by_stem(Path(vis_dir), "vis_dir"),
+        "fused_dir": images_by_stem(Path(fused_dir), "fused_dir"),
     }
     every = set().union(*(f.keys() for f in folders.values()))
     if not every:
@@ -288,8 +287,6 @@ def evaluate_dirs(
         raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     triplets = match_triplets(ir_dir, vis_dir, fused_dir)
     result = DirectoryEvaluation(metrics=names, profile=profile, values={m: [] for m in names})
-    from .._progress import ProgressBar
-
     with ProgressBar(len(triplets), "evaluating", enabled=progress) as bar:
         for stem, ir_path, vis_path, fused_path in triplets:
             try:

@@ -5,12 +5,11 @@
 ['didfuse', 'f3net', 'fiscnet', 'refinefuse']
 >>> net = ivfusion.create_model("didfuse")          # random init, eval mode  # doctest: +SKIP
 """
+from ._builder import create_model, create_random_model, load_model, load_weights, weight_config
 from ._registry import (
     FusionNet,
     ModelInfo,
     count_parameters,
-    create_model,
-    create_random_model,
     get_model_info,
     list_models,
     measure_flops,
@@ -23,6 +22,9 @@ __all__ = [
     "count_parameters",
     "create_model",
     "create_random_model",
+    "load_model",
+    "load_weights",
+    "weight_config",
     "get_model_info",
     "list_models",
     "measure_flops",

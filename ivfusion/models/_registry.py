@@ -19,8 +19,6 @@ __all__ = [
     "register_model",
     "list_models",
     "get_model_info",
-    "create_model",
-    "create_random_model",
     "count_parameters",
     "measure_flops",
 ]
@@ -133,49 +131,6 @@ def get_model_info(name: str) -> ModelInfo:
         return _MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
-
-
-def create_model(
-    name: str,
-    pretrained: bool = False,
-    *,
-    weights: Optional[Union[str, "object"]] = None,
-    device: Optional[Union[str, torch.device]] = None,
-    **config: Any,
-) -> FusionNet:
-    """Build a registered network, optionally with pretrained weights, in eval mode.
-
-    Args:
-        name: a name from :func:`list_models`.
-        pretrained: load the method's default weight (resolved by :mod:`ivfusion.weights`).
-        weights: a weight name from the manifest or a path to a ``.safetensors`` file; implies
-            ``pretrained``.
-        device: where to put the model.
-        config: constructor options overriding the registered defaults.
-    """
-    info = get_model_info(name)
-    if pretrained or weights is not None:
-        from ..weights import load_weights, weight_config  # local import: weights imports the registry
-
-        model = info.cls(**{**info.default_config, **weight_config(name, weights), **config})
-        load_weights(model, name, weights)
-    else:
-        model = info.cls(**{**info.default_config, **config})
-    model.eval()
-    if device is not None:
-        model.to(device)
-    return model
-
-
-def create_random_model(name: str, seed: int = 0) -> FusionNet:
-    """An untrained network in eval mode, initialised from ``seed`` without touching the global RNG.
-
-    The same ``(name, seed)`` gives the same parameters in every process: what ``weights="random"``
-    means throughout ivfusion (tests and export checks only; its output is not a meaningful fusion).
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return create_model(name)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

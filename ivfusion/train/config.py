@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from ..io import write_atomic
+from ..metrics.registry import resolve_metrics
 from .data import AUGMENTATIONS, CROP_MODES, SALIENCY_MODES
 from .losses import LOSS_TERMS, REFINEFUSE_SALIENCY_MASKS
 
@@ -265,8 +266,6 @@ class TrainConfig:
         need(self.ckpt_every is None or (is_int(self.ckpt_every) and self.ckpt_every >= 1), "ckpt_every", "None or >= 1")
         need(is_int(self.log_every) and self.log_every >= 1, "log_every", "an int >= 1")
         need(self.val_profile in ("reference", "standard"), "val_profile", "'reference' or 'standard'")
-        from ..metrics.registry import resolve_metrics
-
         self.val_metrics = resolve_metrics(self.val_metrics)
         chosen = resolve_metrics(self.select_metrics)
         for name in chosen:  # the criterion's metrics are always computed

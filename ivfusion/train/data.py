@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..color import rgb_to_luma
-from ..io import ImageLike, is_grey, to_chw_tensor, to_unit_range
+from ..io import ImageLike, is_grey, pair_files, to_chw_tensor, to_unit_range
 
 __all__ = [
     "PairFiles",
@@ -87,8 +87,6 @@ def find_pairs(folders: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]
         FileNotFoundError: a folder or its ``ir/``/``vi/`` sub-folder does not exist.
         ValueError: no folder given, or a folder without any pair.
     """
-    from ..fusion import pair_files
-
     if isinstance(folders, (str, os.PathLike)):
         folders = [folders]
     folders = [Path(f).expanduser() for f in folders]

@@ -34,10 +34,14 @@ import numpy as np
 import torch
 
 from .._progress import ProgressBar
+from .._version import __version__
 from ..classical import fuse_guided
 from ..io import write_atomic
-from ..models import create_model, get_model_info
-from ..weights import load_weights
+from ..metrics import evaluate_batch, prepare_image
+from ..metrics.registry import resolve_metrics
+from ..models import create_model, get_model_info, load_weights
+from ..models.didfuse import FUSION_RULES
+from .export import export_checkpoint
 from . import losses as L
 from .config import TrainConfig, lr_factor
 from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, find_pairs, load_luma, make_loader
@@ -431,8 +435,6 @@ class Trainer:
     # ------------------------------------------------------------------ validation
 
     def _val_item(self, p) -> Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        from ..metrics import prepare_image
-
         ir = torch.from_numpy(load_luma(p.ir, name=f"ir image {p.ir}"))
         vis = torch.from_numpy(load_luma(p.vis, name=f"visible image {p.vis}"))
         if ir.shape != vis.shape:
@@ -468,8 +470,6 @@ class Trainer:
         return self._val_cache
 
     def _score_pairs(self, fn, pairs) -> Dict[str, float]:
-        from ..metrics import evaluate_batch
-
         sums: Dict[str, float] = {name: 0.0 for name in self.val_metrics_names}
         for _, ir, vis, ir_ref, vis_ref in pairs:
             fused255 = torch.round(fn(ir, vis).float().clamp(0.0, 1.0).double() * 255.0)
@@ -508,8 +508,6 @@ class Trainer:
 
     def score(self, metrics: Dict[str, float]) -> float:
         """The sum of the :attr:`TrainConfig.select` metrics of one metrics dict."""
-        from ..metrics.registry import resolve_metrics
-
         return float(sum(metrics[name] for name in resolve_metrics(self.config.select_metrics)))
 
     def score_domains(self, domains: Dict[str, Dict[str, float]]) -> float:
@@ -519,8 +517,6 @@ class Trainer:
         (1.0 = as good as ``guided`` everywhere)."""
         if self.config.val_split is None:
             return self.score(_mean_over_domains(domains))
-        from ..metrics.registry import resolve_metrics
-
         names = resolve_metrics(self.config.select_metrics)
         guided = self.guided_metrics()
         ratios = [domains[d][n] / guided[d][n] if guided[d][n] else 0.0 for d in domains for n in names]
@@ -546,7 +542,7 @@ class Trainer:
             "init_draws": self.init_draws,
             "log_acc": {"count": self._acc_count, "sums": {k: float(v) for k, v in self._acc.items()}},
             "manifest": self.manifest_fields(),
-            "version": _ivfusion_version(),
+            "version": __version__,
         }
 
     def save_checkpoint(self, path: Path) -> None:
@@ -600,7 +596,7 @@ class Trainer:
 
     def manifest_fields(self) -> Dict[str, Any]:
         """Manifest fields known from the run (training data and terms, licence, recipe, metrics,
-        reproduce command, description); :func:`ivfusion.weights.export_checkpoint` completes them."""
+        reproduce command, description); :func:`ivfusion.train.export.export_checkpoint` completes them."""
         cfg = self.config
         counts: Dict[str, int] = {}
         for p in self.dataset.pairs:
@@ -676,10 +672,8 @@ class Trainer:
 
     def export(self, name: str, checkpoint: Optional[Path] = None):
         """Export ``checkpoint`` (default: ``best.pt``, else ``last.pt``) through
-        :func:`ivfusion.weights.export_checkpoint` to ``<out>/<name with . -> _>.safetensors`` and
+        :func:`ivfusion.train.export.export_checkpoint` to ``<out>/<name with . -> _>.safetensors`` and
         write its manifest entry to ``<out>/<name>.entry.json``."""
-        from ..weights import export_checkpoint
-
         if checkpoint is None:
             checkpoint = self.out / "best.pt"
             if not checkpoint.is_file():
@@ -815,8 +809,6 @@ class Trainer:
             best = torch.load(best_path, map_location="cpu", weights_only=True)
             self.model.load_state_dict(best["model"])
             if self.method == "didfuse":
-                from ..models.didfuse import FUSION_RULES
-
                 rule_scores = {}
                 for rule in FUSION_RULES:
                     domains = self.validate_domains(rule=rule)
@@ -849,10 +841,6 @@ def _mean_over_domains(domains: Dict[str, Dict[str, float]]) -> Dict[str, float]
     return {n: sum(m[n] for m in domains.values()) / len(domains) for n in names}
 
 
-def _ivfusion_version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def train(config: TrainConfig, *, resume: bool = False, stream: Optional[TextIO] = None) -> TrainResult:
