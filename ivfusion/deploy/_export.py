@@ -277,7 +277,8 @@ def _require(module: str) -> Any:
 
     try:
         return importlib.import_module(module)
-    except ImportError:
+    except ImportError as exc:
         raise ImportError(
-            f"ONNX export and the onnxruntime backend need the {module!r} package: pip install 'ivfusion[onnx]'"
+            f"ONNX export and the onnxruntime backend need the {module!r} package: pip install 'ivfusion[onnx]' "
+            f"(importing it failed: {exc})"
         ) from None

@@ -1,6 +1,6 @@
 """PyTorch eager vs ONNX Runtime, per network, on the CPU, side by side in one run.
 
-    python benchmarks/onnx.py --threads 2 --rounds 5 [--size 480 640] [--methods f3net didfuse]
+    python benchmarks/onnx_backend.py --threads 2 --rounds 5 [--size 480 640] [--methods f3net didfuse]
 
 Each network (shipped weights) is exported once with :func:`ivfusion.export_onnx` (dynamic shapes),
 then PyTorch (fp32, ``torch.inference_mode``, NCHW: the ``fuse()`` CPU default) and the ONNX Runtime
@@ -66,7 +66,7 @@ def main() -> None:
             rows.append((method, med["torch"], med["onnxruntime"], med["torch"] / med["onnxruntime"], diff, export_s))
             print(f"  {method}: torch {med['torch']:.0f} ms, onnxruntime {med['onnxruntime']:.0f} ms", file=sys.stderr)
     h, w = args.size
-    print(f"\n{hardware_description()}, torch {torch.__version__}, onnxruntime "
+    print(f"\n{hardware_description(torch.device('cpu'))}, torch {torch.__version__}, onnxruntime "
           f"{__import__('onnxruntime').__version__}; 1x1x{h}x{w}, median of {args.rounds} alternating calls\n")
     print("| network | PyTorch eager fp32 (ms) | ONNX Runtime CPU (ms) | speed-up | max abs diff | export (s) |")
     print("|---|---:|---:|---:|---:|---:|")
