@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._progress import ProgressBar
+from ._progress import progress_bar
 from .classical import CLASSICAL_METHODS
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .deploy import load_onnx
@@ -496,7 +496,7 @@ def fuse_dir(
     # Build the method once (weights, device) so errors surface before any file is written.
     _build_method(method, fuse_kwargs.get("weights"), fuse_kwargs.get("device"), fuse_kwargs.get("precision"),
                   {k: v for k, v in fuse_kwargs.items() if k not in _FUSE_KWARGS}, fuse_kwargs.get("backend", "torch"))
-    with ProgressBar(len(targets), "fusing", enabled=progress) as bar:
+    with progress_bar(len(targets), "fusing", unit="pair", enabled=progress) as bar:
         for stem, ir, vis, target in targets:
             if existing == "skip" and target.exists():
                 report.skipped.append(target)

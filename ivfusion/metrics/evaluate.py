@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..color import LUMA_WEIGHTS
-from .._progress import ProgressBar
+from .._progress import progress_bar
 from ..io import ImageLike, check_unit_float, images_by_stem, to_chw_tensor  # the stem rules of `ivfusion fuse`
 from .registry import METRICS, PROFILES, profile_options, resolve_metrics
 
@@ -287,7 +287,7 @@ def evaluate_dirs(
         raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     triplets = match_triplets(ir_dir, vis_dir, fused_dir)
     result = DirectoryEvaluation(metrics=names, profile=profile, values={m: [] for m in names})
-    with ProgressBar(len(triplets), "evaluating", enabled=progress) as bar:
+    with progress_bar(len(triplets), "evaluating", unit="image", enabled=progress) as bar:
         for stem, ir_path, vis_path, fused_path in triplets:
             try:
                 scores = evaluate(fused_path, ir_path, vis_path, names, profile=profile, mi_base=mi_base, device=device)

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 import numpy as np
 import torch
 
-from .._progress import ProgressBar
+from .._progress import progress_bar
 from .._version import __version__
 from ..classical import fuse_guided
 from ..io import write_atomic
@@ -756,7 +756,7 @@ class Trainer:
         val_every, ckpt_every = self.val_interval, self.ckpt_interval
         postfix: Dict[str, float] = {}
         desc = f"train {self.method}" + (f" (resumed at step {self.step})" if self.step else "")
-        bar = ProgressBar(stop - self.step, desc, stream=self.stream, enabled=cfg.progress)
+        bar = progress_bar(stop - self.step, desc, unit="step", enabled=cfg.progress, file=self.stream)
         in_step = False
         try:
             for batch in loader:
@@ -776,7 +776,8 @@ class Trainer:
                     row = self._log_train(lr)
                     postfix = {k: row[k] for k in self.term_names}
                     postfix["lr"] = lr
-                bar.update(1, **postfix)
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
                 if self.validates and ((val_every and self.step % val_every == 0) or last):
                     row = self._run_validation()
                     postfix[cfg.select] = row["score"]

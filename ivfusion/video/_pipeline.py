@@ -6,14 +6,13 @@ calling thread.
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 from fractions import Fraction
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from .._progress import ProgressBar
+from .._progress import progress_bar
 from ._encode import _AtomicEncoder
 from ._mapping import _finish, _prepare, _Prepared
 from ._sources import PathLike, _decoded_pairs, _opened
@@ -72,16 +71,6 @@ def _thread(target: Callable[[], None], pipe: _Pipeline, name: str) -> threading
     return t
 
 
-def _progress_bar(enabled: bool, total: Optional[int]):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm comes with the [video] extra; fall back to the built-in bar
-        return ProgressBar(total, "fusing")
-    return tqdm(total=total, unit="frame", desc="fusing", file=sys.stderr, dynamic_ncols=True)
-
-
 def _run_pipeline(*, av: Any, ir: PathLike, vis: PathLike, rates: Dict[str, Fraction], sync: str,
                   start: int, stop: Optional[int], ir_fixed: Optional[Tuple[float, float]],
                   resize: Optional[str], size: Tuple[int, int], encoder: _AtomicEncoder,
@@ -93,9 +82,7 @@ def _run_pipeline(*, av: Any, ir: PathLike, vis: PathLike, rates: Dict[str, Frac
     pipe = _Pipeline()
     decoded: "queue.Queue[Any]" = queue.Queue(maxsize=queue_size)
     fused: "queue.Queue[Any]" = queue.Queue(maxsize=queue_size)
-    if progress is None:
-        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    bar = _progress_bar(bool(progress), total)
+    bar = progress_bar(total, "fusing", unit="frame", enabled=progress is not False)  # None: on a terminal
     ir_range = tuple(ir_fixed) if ir_fixed is not None else None
 
     def decode() -> None:
@@ -112,8 +99,7 @@ def _run_pipeline(*, av: Any, ir: PathLike, vis: PathLike, rates: Dict[str, Frac
                 break
             p, fused_y = item
             encoder.write(_finish(p, fused_y), p.time)
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
         if pipe.stop.is_set():
             return
         encoder.flush()
@@ -148,5 +134,4 @@ def _run_pipeline(*, av: Any, ir: PathLike, vis: PathLike, rates: Dict[str, Frac
         pipe.stop.set()
         for t in threads:
             t.join()
-        if bar is not None:
-            bar.close()
+        bar.close()
