@@ -1,7 +1,8 @@
 """ivfusion: infrared-visible and medical image fusion with pretrained PyTorch networks."""
 from ._version import __version__
 
-from .fusion import fuse, fuse_dir, list_methods, method_info
+from .fusion import fuse, list_methods, method_info
+from .folders import fuse_dir
 from .models import create_model, get_model_info, list_models
 from .models import load_model
 from .compare import compare_grid

@@ -151,7 +151,7 @@ def fuse_guided(
     lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=flat.dtype, device=flat.device)
     saliency = gaussian_blur2d(filter2d(flat, lap, "replicate").abs(), 11, 5.0, "replicate")
     saliency = saliency.reshape(n, b, c, h, w)
-    winner = saliency.argmax(dim=0, keepdim=True)
+    winner = _first_argmax(saliency)
     masks = (torch.arange(n, device=flat.device).view(n, 1, 1, 1, 1) == winner).to(flat.dtype)
     masks = masks.reshape(n * b, c, h, w)
     w_base = guided_filter(masks, flat, r1, eps1).reshape(n, b, c, h, w)
@@ -160,6 +160,20 @@ def fuse_guided(
     w_detail = _normalise_weights(w_detail)
     fused = (w_base * base.reshape(n, b, c, h, w)).sum(0) + (w_detail * detail.reshape(n, b, c, h, w)).sum(0)
     return fused.clamp(0.0, 1.0)
+
+
+def _first_argmax(x: torch.Tensor) -> torch.Tensor:
+    """``x.argmax(dim=0, keepdim=True)`` (ties to the lowest index) for a short leading dimension.
+
+    Element-wise comparisons over the ``n`` slices: the same result as ``argmax``, which on the CPU
+    reduces over a leading dimension of 2 at a fraction of the speed (43 of GFF's 180 ms at 640x480).
+    """
+    best, index = x[0], torch.zeros_like(x[0], dtype=torch.long)
+    for k in range(1, x.shape[0]):
+        better = x[k] > best
+        index = torch.where(better, k, index)
+        best = torch.maximum(best, x[k])
+    return index.unsqueeze(0)
 
 
 def _normalise_weights(weights: torch.Tensor) -> torch.Tensor:

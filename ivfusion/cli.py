@@ -85,11 +85,19 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     group.add_argument("--skip-existing", action="store_true", help="leave existing outputs and skip their pairs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar in batch mode")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="batch mode: decoding worker processes (default 0: in the main process)")
+    p.add_argument("--batch-size", type=int, default=1, metavar="N",
+                   help="batch mode: same-size pairs fused per call (default 1)")
+    p.add_argument("--report", default=None, metavar="FILE",
+                   help="batch mode: write the report (merged over torchrun ranks) as JSON")
     _add_fusion_arguments(p)
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
-    from .fusion import fuse, fuse_dir
+    from .distributed import dist_info
+    from .folders import fuse_dir
+    from .fusion import fuse
     from .io import is_same_file, write_image
 
     batch = any([args.ir_dir, args.vis_dir, args.out_dir])
@@ -119,7 +127,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     existing = "overwrite" if args.overwrite else "skip" if args.skip_existing else "error"
     try:
         report = fuse_dir(args.ir_dir, args.vis_dir, args.out_dir, args.method, ext=args.ext,
-                          existing=existing, progress=not args.no_progress, **kwargs)
+                          existing=existing, progress=not args.no_progress, workers=args.workers,
+                          batch_size=args.batch_size, report=args.report, **kwargs)
     except FileExistsError as exc:
         raise CLIError(str(exc).replace("choose existing='skip' or 'overwrite'",
                                         "pass --skip-existing or --overwrite")) from exc
@@ -127,14 +136,18 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         if "out_dir" not in str(exc):
             raise
         raise CLIError(str(exc).replace("out_dir", "--out-dir").replace("or ext", "or --ext")) from exc
+    if not dist_info().is_main:  # under torchrun, rank 0 prints the merged report
+        return 1 if report.failed else 0
     for path in report.unmatched_ir:
         print(f"warning: no visible image for {path.name}", file=sys.stderr)
     for path in report.unmatched_vis:
         print(f"warning: no infrared image for {path.name}", file=sys.stderr)
     for stem, message in report.failed:
         print(f"error: {stem}: {message}", file=sys.stderr)
+    ranks = "" if len(report.per_rank) < 2 else " (per rank: " + ", ".join(
+        f"{r}: {n}" for r, n in sorted(report.per_rank.items())) + ")"
     print(f"wrote {len(report.written)}, skipped {len(report.skipped)}, failed {len(report.failed)}, "
-          f"unmatched {len(report.unmatched_ir) + len(report.unmatched_vis)} -> {args.out_dir}")
+          f"unmatched {len(report.unmatched_ir) + len(report.unmatched_vis)} -> {args.out_dir}{ranks}")
     if report.failed:
         raise CLIError(f"{len(report.failed)} pair(s) failed (see above)")
     return 0
@@ -583,9 +596,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not config.data:
         raise CLIError("--data: give at least one training folder")
     trainer = Trainer(config, resume=args.resume, extend=args.extend)
-    print(f"training {config.method}: {len(trainer.dataset)} pairs, {trainer.total_steps} steps, "
-          f"batch {config.batch_size}, crop {config.crop}, device {trainer.device} -> {trainer.out}")
-    result = trainer.fit()
+    try:
+        if trainer.dist.is_main:
+            ranks = f" x {trainer.dist.world_size} ranks" if trainer.dist.distributed else ""
+            print(f"training {config.method}: {len(trainer.dataset)} pairs, {trainer.total_steps} steps, "
+                  f"batch {config.batch_size}, crop {config.crop}, device {trainer.device}{ranks} -> {trainer.out}")
+        result = trainer.fit()
+    finally:
+        trainer.shutdown()
+    if not trainer.dist.is_main:
+        return 0
     print(f"done: {result.step} steps in {result.wall_time_s / 60:.1f} min")
     if result.best_metrics:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.best_metrics.items())

@@ -27,13 +27,14 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .color import rgb_to_luma
-from .fusion import _method_fn, _resolve_device, fuse, list_methods, pair_files
+from .fusion import _method_fn, _resolve_device, fuse, list_methods
 from .io import (
     ImageLike,
     check_unit_float,
     from_unit_range,
     is_grey,
     is_same_file,
+    pair_files,
     to_chw_tensor,
     to_unit_range,
     write_image,

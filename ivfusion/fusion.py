@@ -1,4 +1,4 @@
-"""The user-facing fusion API: :func:`fuse`, :func:`fuse_dir`, :func:`list_methods`."""
+"""The user-facing fusion API: :func:`fuse`, :func:`list_methods` (folders: :mod:`ivfusion.folders`)."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +6,7 @@ import functools
 import inspect
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -14,25 +14,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._progress import progress_bar
 from .classical import CLASSICAL_METHODS
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .deploy import load_onnx
 from .io import (
-    pair_files,
     ImageLike,
     from_unit_range,
     is_grey,
-    is_same_file,
     to_chw_tensor,
     to_unit_range,
-    write_image,
 )
 from .pretrained import default_weight
 from .models import create_model, create_random_model, get_model_info, list_models
 from .tiling import auto_tile_size, tiled_apply
 
-__all__ = ["fuse", "fuse_dir", "list_methods", "method_info", "MethodInfo", "FuseDirReport", "pair_files", "BACKENDS"]
+__all__ = ["fuse", "list_methods", "method_info", "MethodInfo", "BACKENDS"]
 
 DEFAULT_METHOD = "refinefuse"
 DEFAULT_TILE_OVERLAP = 32
@@ -426,88 +422,3 @@ def _run(
         else:
             out = fn(ir, vis)
     return out.float().clamp_(0.0, 1.0)
-
-
-# --------------------------------------------------------------------------------------------
-# fuse_dir
-
-
-@dataclass
-class FuseDirReport:
-    """Outcome of :func:`fuse_dir`."""
-
-    written: List[Path] = field(default_factory=list)
-    skipped: List[Path] = field(default_factory=list)
-    unmatched_ir: List[Path] = field(default_factory=list)
-    unmatched_vis: List[Path] = field(default_factory=list)
-    failed: List[Tuple[str, str]] = field(default_factory=list)  # (stem, message)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-def fuse_dir(
-    ir_dir: Union[str, os.PathLike],
-    vis_dir: Union[str, os.PathLike],
-    out_dir: Union[str, os.PathLike],
-    method: str = DEFAULT_METHOD,
-    *,
-    ext: str = ".png",
-    existing: str = "error",
-    progress: bool = False,
-    **fuse_kwargs: Any,
-) -> FuseDirReport:
-    """Fuse every pair of two folders (matched by file stem) into ``out_dir/<stem><ext>``.
-
-    Args:
-        existing: what to do when an output exists: ``"error"`` (raise ``FileExistsError`` before
-            fusing anything), ``"skip"`` or ``"overwrite"``. An output that would replace one of
-            the inputs (same file after resolving links) is a ``ValueError`` whatever this says.
-        progress: draw a progress bar on stderr.
-        fuse_kwargs: passed to :func:`fuse` (``device``, ``tile_size``, ``weights``, options ...).
-
-    Each output is written atomically (temporary name, then rename), so an interrupted run never
-    leaves a partial image under an output name. A pair that fails (unreadable file, size
-    mismatch) is recorded in ``report.failed`` and the others continue; unmatched files are listed
-    in ``report.unmatched_ir`` / ``report.unmatched_vis``.
-    """
-    if existing not in ("error", "skip", "overwrite"):
-        raise ValueError(f"existing must be 'error', 'skip' or 'overwrite', got {existing!r}")
-    if not ext.startswith("."):
-        ext = "." + ext
-    pairs, unmatched_ir, unmatched_vis = pair_files(ir_dir, vis_dir)
-    out = Path(out_dir)
-    report = FuseDirReport(unmatched_ir=unmatched_ir, unmatched_vis=unmatched_vis)
-    targets = [(stem, ir, vis, out / f"{stem}{ext}") for stem, ir, vis in pairs]
-    for stem, ir, vis, target in targets:
-        source = next((src for src in (ir, vis) if is_same_file(target, src)), None)
-        if source is not None:
-            raise ValueError(f"out_dir: the output for {stem!r} would be written over its input "
-                             f"{str(source)!r}; choose another out_dir or ext")
-    if existing == "error":
-        clash = [t for *_, t in targets if t.exists()]
-        if clash:
-            more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
-            raise FileExistsError(
-                f"out_dir: {len(clash)} output(s) exist already ({', '.join(p.name for p in clash[:3])}{more}); "
-                "choose existing='skip' or 'overwrite'"
-            )
-    # Build the method once (weights, device) so errors surface before any file is written.
-    _build_method(method, fuse_kwargs.get("weights"), fuse_kwargs.get("device"), fuse_kwargs.get("precision"),
-                  {k: v for k, v in fuse_kwargs.items() if k not in _FUSE_KWARGS}, fuse_kwargs.get("backend", "torch"))
-    with progress_bar(len(targets), "fusing", unit="pair", enabled=progress) as bar:
-        for stem, ir, vis, target in targets:
-            if existing == "skip" and target.exists():
-                report.skipped.append(target)
-            else:
-                try:
-                    fused = fuse(ir, vis, method, **fuse_kwargs)
-                    report.written.append(write_image(target, fused))
-                except (ValueError, TypeError, OSError) as exc:
-                    report.failed.append((stem, str(exc)))
-            bar.update(1)
-    return report
-
-
-_FUSE_KWARGS = {"device", "tile_size", "tile_overlap", "resize", "ir_range", "weights", "precision", "backend"}

@@ -309,6 +309,9 @@ class StepBatchSampler(Sampler):
     with ``shuffle=False``), cut into ``batches_per_epoch`` batches (the last one smaller unless
     ``drop_last``). Step ``s`` belongs to epoch ``s // batches_per_epoch``. Starting at a later
     step yields exactly the tail of the full sequence.
+    
+    Under ``torchrun`` (``world_size > 1``) rank ``r`` gets items ``r, r + world_size, ...`` of
+    every global batch, so the ranks together see exactly the single-process batches.
     """
 
     def __init__(
@@ -321,9 +324,12 @@ class StepBatchSampler(Sampler):
         shuffle: bool = True,
         drop_last: bool = False,
         start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         for arg, value, low in (("num_items", num_items, 1), ("batch_size", batch_size, 1),
-                                ("total_steps", total_steps, 0), ("start_step", start_step, 0)):
+                                ("total_steps", total_steps, 0), ("start_step", start_step, 0),
+                                ("world_size", world_size, 1), ("rank", rank, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{arg}: expected an int >= {low}, got {value!r}")
         if drop_last and batch_size > num_items:
@@ -335,6 +341,10 @@ class StepBatchSampler(Sampler):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.start_step = min(start_step, total_steps)
+        if rank >= world_size:
+            raise ValueError(f"rank: expected 0 <= rank < world_size ({world_size}), got {rank}")
+        self.rank = rank
+        self.world_size = world_size
 
     @property
     def batches_per_epoch(self) -> int:
@@ -359,7 +369,8 @@ class StepBatchSampler(Sampler):
             e, b = divmod(step, bpe)
             if e != epoch:
                 epoch, order = e, self._order(e)
-            yield [(e, int(i)) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+            keys = [(e, int(i)) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+            yield keys[self.rank :: self.world_size]  # this rank's share of the global batch
 
     def __len__(self) -> int:
         return self.total_steps - self.start_step

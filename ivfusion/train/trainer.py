@@ -32,10 +32,12 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from .._progress import progress_bar
 from .._version import __version__
 from ..classical import fuse_guided
+from ..distributed import dist_info, init_distributed, rank_device
 from ..io import write_atomic
 from ..metrics import evaluate_batch, prepare_image
 from ..metrics.registry import resolve_metrics
@@ -177,7 +179,8 @@ def _resolve_precision(precision: str, device: torch.device, half_ok: bool) -> O
 class _Log:
     """CSV + JSON-lines log with a fixed column set."""
 
-    def __init__(self, out: Path, columns: Sequence[str]) -> None:
+    def __init__(self, out: Path, columns: Sequence[str], enabled: bool = True) -> None:
+        self.enabled = enabled  # only rank 0 writes the files under torchrun
         self.csv_path = out / "train_log.csv"
         self.jsonl_path = out / "train_log.jsonl"
         self.columns = list(columns)
@@ -185,6 +188,8 @@ class _Log:
 
     def truncate_after(self, step: int) -> None:
         """Drop rows of steps after ``step`` (written by a run that is being resumed)."""
+        if not self.enabled:
+            return
         kept: List[str] = []
         if self.jsonl_path.is_file():
             for line in self.jsonl_path.read_text(encoding="utf-8").splitlines():
@@ -201,13 +206,15 @@ class _Log:
                 writer.writerow(json.loads(line))
 
     def start(self, fresh: bool) -> None:
-        if fresh or not self.csv_path.is_file():
+        if self.enabled and (fresh or not self.csv_path.is_file()):
             with open(self.csv_path, "w", newline="", encoding="utf-8") as fh:
                 csv.DictWriter(fh, fieldnames=self.columns).writeheader()
             self.jsonl_path.write_text("", encoding="utf-8")
 
     def write(self, row: Dict[str, Any]) -> None:
         self.rows.append(row)
+        if not self.enabled:
+            return
         with open(self.csv_path, "a", newline="", encoding="utf-8") as fh:
             csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore", restval="").writerow(row)
         with open(self.jsonl_path, "a", encoding="utf-8") as fh:
@@ -250,7 +257,14 @@ class Trainer:
         self.method = cfg.method
         self.out = Path(cfg.out).expanduser()
         self.stream = stream
-        self.device = _resolve_device(cfg.device)
+        #: This process's rank under ``torchrun`` (0 of 1 otherwise): DistributedDataParallel over
+        #: the ranks, each on its share of every global batch; only rank 0 validates, logs and saves.
+        self.dist = dist_info()
+        if self.dist.distributed and cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {self.dist.world_size} ranks "
+                             "of this torchrun launch (each rank takes an equal share of every batch)")
+        self.device = _resolve_device(rank_device(cfg.device))
+        self.owns_process_group = init_distributed(self.device) if self.dist.distributed else False
         info = get_model_info(cfg.method)
         self.amp_dtype = _resolve_precision(cfg.precision, self.device, info.half_precision)
         self.channels_last = self.device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
@@ -308,7 +322,11 @@ class Trainer:
         self._fuse = self.model
         self._encode = getattr(self.model, "encode", None)
         self._decode = getattr(self.model, "decode", None)
-        if cfg.compile:
+        #: DIDFuse's four calls as one module (what DistributedDataParallel wraps under torchrun).
+        self._didfuse_step: Optional[torch.nn.Module] = None
+        if self.dist.distributed:
+            self._wrap_ddp(unused)
+        elif cfg.compile:
             if cfg.method == "didfuse":
                 self._encode = torch.compile(self.model.encoder)
                 self._decode = torch.compile(self.model.decoder)
@@ -324,7 +342,7 @@ class Trainer:
         self._guided: Optional[Dict[str, Dict[str, float]]] = None
         self.val_metrics_names = list(cfg.val_metrics)
         self._log = _Log(self.out, ["kind", "step", "epoch", "lr", *self.term_names, *self.val_metrics_names,
-                                    "score", "elapsed_s"])
+                                    "score", "elapsed_s"], enabled=self.dist.is_main)
         #: Every length (in steps) the run was trained to, the current one last.
         self.segments: List[int] = [self.total_steps]
         self._resumed = False
@@ -333,6 +351,30 @@ class Trainer:
             self._resumed = True
 
     # ------------------------------------------------------------------ building blocks
+
+    def _wrap_ddp(self, unused: Tuple[str, ...]) -> None:
+        """Forward passes through :class:`~torch.nn.parallel.DistributedDataParallel`: gradients are
+        averaged over the ranks during backward (equal shares, so the mean over the global batch)."""
+        if self.device.type == "cuda":
+            # BatchNorm statistics over the global batch, as in one process (same Parameter objects,
+            # so the optimiser is unaffected). SyncBatchNorm is CUDA-only: on CPUs (gloo) each rank
+            # normalises its own share, so DIDFuse's steps only approximate the single-process ones.
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        module: torch.nn.Module = _DIDFuseStep(self.model) if self.method == "didfuse" else self.model
+        ddp = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                  find_unused_parameters=bool(unused))
+        if self.config.compile:
+            ddp = torch.compile(ddp)
+        if self.method == "didfuse":
+            self._didfuse_step = ddp
+        else:
+            self._fuse = ddp
+
+    def shutdown(self) -> None:
+        """Leave the process group this trainer created under ``torchrun`` (no-op otherwise)."""
+        if self.owns_process_group:
+            torch.distributed.destroy_process_group()
+            self.owns_process_group = False
 
     def _init_model(self) -> Tuple[torch.nn.Module, int]:
         """Create the network from the run's seed (part of the reproducible state). For FISCNet with
@@ -401,13 +443,11 @@ class Trainer:
         ir, vis = batch["ir"], batch["vis"]
         kw = self.config.loss
         if self.method == "didfuse":
-            # Separate calls in the official order enc(V), enc(I), dec(V), dec(I): BatchNorm sees
-            # per-modality batches (MODELS.md 2.5).
             with self._autocast():
-                feats_vis = self._encode(vis)
-                feats_ir = self._encode(ir)
-                vis_hat = self._decode(*feats_vis)
-                ir_hat = self._decode(*feats_ir)
+                if self._didfuse_step is not None:
+                    feats_ir, feats_vis, ir_hat, vis_hat = self._didfuse_step(ir, vis)
+                else:
+                    feats_ir, feats_vis, ir_hat, vis_hat = _didfuse_forward(self._encode, self._decode, ir, vis)
             return self.loss_fn(ir, vis, ir_hat, vis_hat, feats_ir, feats_vis, **kw)
         with self._autocast():
             fused = self._fuse(ir, vis)  # FISCNet: the clamped output, as its loss requires
@@ -688,6 +728,10 @@ class Trainer:
 
     def _log_train(self, lr: float) -> Dict[str, Any]:
         n = self._acc_count
+        if self.dist.distributed:  # log the mean over the ranks (every rank logs at the same steps)
+            stacked = torch.stack([self._acc[name] for name in self.term_names]).to(torch.float64)
+            torch.distributed.all_reduce(stacked)
+            self._acc = {name: stacked[i] / self.dist.world_size for i, name in enumerate(self.term_names)}
         row: Dict[str, Any] = {"kind": "train", "step": self.step, "epoch": self.step / self.batches_per_epoch,
                                "lr": lr}
         for name in self.term_names:
@@ -725,7 +769,8 @@ class Trainer:
         now = time.perf_counter()
         self.elapsed += now - self._t0
         self._t0 = now
-        self.save_checkpoint(path)
+        if self.dist.is_main:
+            self.save_checkpoint(path)
 
     def fit(self, until_step: Optional[int] = None) -> TrainResult:
         """Train to ``total_steps`` (or stop after ``until_step`` steps, as an interruption would).
@@ -736,11 +781,11 @@ class Trainer:
         """
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        if not self._resumed:
+        if not self._resumed and self.dist.is_main:
             cfg.save(self.out)
             self._log.start(fresh=True)
         else:
-            if len(self.segments) > 1:
+            if len(self.segments) > 1 and self.dist.is_main:
                 cfg.save(self.out)  # the extended length
             self._log.truncate_after(self.step)
         torch.backends.cudnn.benchmark = not cfg.deterministic
@@ -750,13 +795,15 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         stop = self.total_steps if until_step is None else min(int(until_step), self.total_steps)
         sampler = StepBatchSampler(len(self.dataset), cfg.batch_size, self.total_steps, seed=cfg.seed,
-                                   shuffle=cfg.shuffle, drop_last=cfg.drop_last, start_step=self.step)
+                                   shuffle=cfg.shuffle, drop_last=cfg.drop_last, start_step=self.step,
+                                   rank=self.dist.rank, world_size=self.dist.world_size)
         loader = make_loader(self.dataset, sampler, workers=cfg.workers, pin_memory=self.device.type == "cuda")
         self._t0 = time.perf_counter()
         val_every, ckpt_every = self.val_interval, self.ckpt_interval
         postfix: Dict[str, float] = {}
         desc = f"train {self.method}" + (f" (resumed at step {self.step})" if self.step else "")
-        bar = progress_bar(stop - self.step, desc, unit="step", enabled=cfg.progress, file=self.stream)
+        bar = progress_bar(stop - self.step, desc, unit="step", enabled=cfg.progress and self.dist.is_main,
+                           file=self.stream)
         in_step = False
         try:
             for batch in loader:
@@ -778,7 +825,7 @@ class Trainer:
                     postfix["lr"] = lr
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
-                if self.validates and ((val_every and self.step % val_every == 0) or last):
+                if self.validates and self.dist.is_main and ((val_every and self.step % val_every == 0) or last):
                     row = self._run_validation()
                     postfix[cfg.select] = row["score"]
                 if self.step % ckpt_every == 0 or last:
@@ -796,7 +843,7 @@ class Trainer:
         self._t0 = time.perf_counter()
         result = TrainResult(out=self.out, step=self.step, total_steps=self.total_steps,
                              finished=self.step >= self.total_steps, history=list(self._log.rows))
-        if result.finished:
+        if result.finished and self.dist.is_main:
             self._finish(result)
         result.best_step, result.best_score = self.best.get("step"), self.best.get("score")
         result.best_metrics = dict(self.best.get("metrics") or {})
@@ -837,6 +884,27 @@ class Trainer:
         result.history = list(self._log.rows)
 
 
+def _didfuse_forward(encode: Any, decode: Any, ir: torch.Tensor, vis: torch.Tensor) -> Tuple[Any, Any, Any, Any]:
+    """DIDFuse's training pass: separate calls in the official order enc(V), enc(I), dec(V), dec(I),
+    so that BatchNorm sees per-modality batches (MODELS.md 2.5). ``(feats_ir, feats_vis, ir^, vis^)``."""
+    feats_vis = encode(vis)
+    feats_ir = encode(ir)
+    vis_hat = decode(*feats_vis)
+    ir_hat = decode(*feats_ir)
+    return feats_ir, feats_vis, ir_hat, vis_hat
+
+
+class _DIDFuseStep(torch.nn.Module):
+    """:func:`_didfuse_forward` as a module, so that DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> Tuple[Any, Any, Any, Any]:
+        return _didfuse_forward(self.model.encode, self.model.decode, ir, vis)
+
+
 def _mean_over_domains(domains: Dict[str, Dict[str, float]]) -> Dict[str, float]:
     names = next(iter(domains.values())).keys()
     return {n: sum(m[n] for m in domains.values()) / len(domains) for n in names}
@@ -845,5 +913,9 @@ def _mean_over_domains(domains: Dict[str, Dict[str, float]]) -> Dict[str, float]
 
 
 def train(config: TrainConfig, *, resume: bool = False, stream: Optional[TextIO] = None) -> TrainResult:
-    """Build a :class:`Trainer` for ``config`` and run it to the end."""
-    return Trainer(config, resume=resume, stream=stream).fit()
+    """Build a :class:`Trainer` for ``config`` and run it to the end (under ``torchrun``: on every rank)."""
+    trainer = Trainer(config, resume=resume, stream=stream)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.shutdown()

@@ -1,0 +1,415 @@
+"""Fusing whole folders: :func:`fuse_dir`, a bounded pipeline on one machine, shardable over
+``torchrun`` ranks and machines.
+
+One machine: DataLoader worker processes decode and prepare pairs (``workers``), same-size pairs go
+through the method in batches (``batch_size``), a background thread encodes and writes, and every
+queue between them is bounded, so memory stays flat however many files there are.
+``torchrun --nproc-per-node N -m ivfusion fuse --ir-dir ...`` runs one such pipeline per rank on
+every ``N``-th pair (:mod:`ivfusion.distributed`); rank 0 merges the reports.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from ._progress import progress_bar
+from .distributed import barrier, dist_info, gather_objects, init_distributed, rank_device, shard
+from .fusion import (
+    DEFAULT_METHOD,
+    DEFAULT_TILE_OVERLAP,
+    _build_method,
+    _check_layout_args,
+    _check_same_size,
+    _PreparedPair,
+    _prepare_pair,
+    _reattach_colour,
+    _run,
+    fuse,
+)
+from .io import is_same_file, pair_files, to_chw_tensor, write_atomic, write_image
+
+__all__ = ["fuse_dir", "FuseDirReport"]
+
+#: Keyword arguments of :func:`ivfusion.fuse` that are not method options.
+_FUSE_KWARGS = {"device", "tile_size", "tile_overlap", "resize", "ir_range", "weights", "precision", "backend"}
+
+
+@dataclass
+class FuseDirReport:
+    """Outcome of :func:`fuse_dir` (merged over ranks under ``torchrun``)."""
+
+    written: List[Path] = field(default_factory=list)
+    skipped: List[Path] = field(default_factory=list)
+    unmatched_ir: List[Path] = field(default_factory=list)
+    unmatched_vis: List[Path] = field(default_factory=list)
+    failed: List[Tuple[str, str]] = field(default_factory=list)  # (stem, message)
+    #: Pairs fused (written) by each rank; ``{0: n}`` in a single process.
+    per_rank: Dict[int, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_json(self) -> Dict[str, Any]:
+        """The report as JSON-ready data: counts, failures, unmatched files and ``per_rank``."""
+        return {
+            "written": len(self.written),
+            "skipped": len(self.skipped),
+            "failed": [{"stem": stem, "error": message} for stem, message in self.failed],
+            "unmatched": {"ir": [str(p) for p in self.unmatched_ir], "vis": [str(p) for p in self.unmatched_vis]},
+            "per_rank": {str(rank): n for rank, n in sorted(self.per_rank.items())},
+        }
+
+
+# ------------------------------------------------------------------------------ decoding
+
+
+def _load_pair(ir: Path, vis: Path, resize: Optional[str], ir_range: Any) -> _PreparedPair:
+    """Decode a pair and prepare it exactly as :func:`ivfusion.fuse` does on the CPU."""
+    ir_t, ir_kind = to_chw_tensor(ir, name="ir")
+    vis_t, vis_kind = to_chw_tensor(vis, name="vis")
+    _check_same_size(ir_t.shape[-2:], vis_t.shape[-2:], resize)
+    return _prepare_pair(ir_t, ir_kind, vis_t, vis_kind, resize, ir_range)
+
+
+class _PairSource(Dataset):
+    """``(stem, target, prepared pair or None, error message or None)`` per pair; decoding errors
+    are returned, not raised, so that one bad file fails its pair only."""
+
+    def __init__(self, items: Sequence[Tuple[str, Path, Path, Path]], resize: Optional[str], ir_range: Any) -> None:
+        self.items = list(items)
+        self.resize = resize
+        self.ir_range = ir_range
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Tuple[str, Path, Optional[_PreparedPair], Optional[str]]:
+        stem, ir, vis, target = self.items[i]
+        try:
+            return stem, target, _load_pair(ir, vis, self.resize, self.ir_range), None
+        except (ValueError, TypeError, OSError) as exc:
+            return stem, target, None, str(exc)
+
+
+def _identity(item: Any) -> Any:
+    return item
+
+
+def _decoded(source: _PairSource, workers: int) -> Iterator[Tuple[str, Path, Optional[_PreparedPair], Optional[str]]]:
+    if workers == 0:
+        return (source[i] for i in range(len(source)))
+    loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
+                        prefetch_factor=2)
+    return iter(loader)
+
+
+def _same_size_batches(items: Iterator[Tuple[str, Path, Optional[_PreparedPair], Optional[str]]], batch_size: int
+                       ) -> Iterator[List[Tuple[str, Path, Optional[_PreparedPair], Optional[str]]]]:
+    """Consecutive pairs of one size, up to ``batch_size``; a failed decode travels alone."""
+    batch: List[Tuple[str, Path, Optional[_PreparedPair], Optional[str]]] = []
+    for item in items:
+        pair = item[2]
+        if batch and (pair is None or len(batch) == batch_size
+                      or batch[0][2].ir_y.shape != pair.ir_y.shape):
+            yield batch
+            batch = []
+        if pair is None:
+            yield [item]
+        else:
+            batch.append(item)
+    if batch:
+        yield batch
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+class _Writer:
+    """A thread that writes ``(stem, target, image)`` items from a bounded queue, atomically."""
+
+    _END = object()
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: "queue.Queue[Any]" = queue.Queue(maxsize=maxsize)
+        self.written: List[Path] = []
+        self.failed: List[Tuple[str, str]] = []
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name="ivfusion-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if self.error is not None:
+                continue  # drain after a fatal error so that put() never blocks
+            stem, target, image = item
+            try:
+                self.written.append(write_image(target, image))
+            except (ValueError, TypeError, OSError) as exc:
+                self.failed.append((stem, str(exc)))
+            except BaseException as exc:  # re-raised in the calling thread
+                self.error = exc
+
+    def put(self, stem: str, target: Path, image: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((stem, target, image))
+
+    def close(self) -> None:
+        self.queue.put(self._END)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+# ------------------------------------------------------------------------------ fuse_dir
+
+
+class _Fuser:
+    """Fuses groups of prepared same-size pairs with one method; picklable, so that DataLoader
+    workers can run it (the method is built once per process, on first use)."""
+
+    def __init__(self, method: str, fuse_kwargs: Dict[str, Any]) -> None:
+        self.method = method
+        self.kwargs = dict(fuse_kwargs)
+        self._built: Optional[Tuple[Any, ...]] = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"method": self.method, "kwargs": self.kwargs, "_built": None}
+
+    def build(self) -> Tuple[Any, ...]:
+        if self._built is None:
+            kw = self.kwargs
+            options = {k: v for k, v in kw.items() if k not in _FUSE_KWARGS}
+            self._built = _build_method(self.method, kw.get("weights"), kw.get("device"), kw.get("precision"),
+                                        options, kw.get("backend", "torch"))
+        return self._built
+
+    @torch.inference_mode()
+    def __call__(self, group: List[Any]) -> List[np.ndarray]:
+        fn, multiple, dtype, pixelwise, dev = self.build()
+        kw = self.kwargs
+        ir = torch.cat([item[2].ir_y[None] for item in group]).to(dev)
+        vis = torch.cat([item[2].vis_y[None] for item in group]).to(dev)
+        fused = _run(fn, ir, vis, dev, dtype, multiple, kw.get("tile_size"),
+                     kw.get("tile_overlap", DEFAULT_TILE_OVERLAP), self.method, kw.get("weights"), pixelwise).cpu()
+        return [_reattach_colour(fused[i], item[2]) for i, item in enumerate(group)]
+
+    def fuse_stream(self, items: Iterator[Any], batch_size: int
+                    ) -> Iterator[Tuple[str, Path, Optional[np.ndarray], Optional[str]]]:
+        """``(stem, target, image or None, error or None)`` for decoded items, fused in same-size batches."""
+        for batch in _same_size_batches(items, batch_size):
+            if batch[0][2] is None:
+                yield batch[0][0], batch[0][1], None, batch[0][3]
+                continue
+            for group, images, error in _fused_groups(batch, self):
+                if error is not None:
+                    yield group[0][0], group[0][1], None, error
+                else:
+                    for (stem, target, _, _), image in zip(group, images):
+                        yield stem, target, image, None
+
+
+class _FuseInWorker:
+    """DataLoader ``collate_fn`` that fuses the worker's batch of decoded pairs in the worker."""
+
+    def __init__(self, fuser: _Fuser, batch_size: int) -> None:
+        self.fuser = fuser
+        self.batch_size = batch_size
+
+    def __call__(self, items: List[Any]) -> List[Tuple[str, Path, Optional[np.ndarray], Optional[str]]]:
+        return list(self.fuser.fuse_stream(iter(items), self.batch_size))
+
+
+def _fused_groups(batch: List[Any], fuse_one: Any) -> Iterator[Tuple[List[Any], List[np.ndarray], Optional[str]]]:
+    """``(pairs, fused images, None)`` for the batch in one call; if that fails, pair by pair, with
+    ``([pair], [], error message)`` for those that fail alone."""
+    try:
+        yield batch, fuse_one(batch), None
+        return
+    except (ValueError, TypeError, RuntimeError) as exc:
+        if len(batch) == 1:
+            yield batch, [], str(exc)
+            return
+    for item in batch:
+        try:
+            images = fuse_one([item])
+        except (ValueError, TypeError, RuntimeError) as exc:
+            yield [item], [], str(exc)
+        else:
+            yield [item], images, None
+
+
+def _pipeline(items: Sequence[Tuple[str, Path, Path, Path]], method: str, fuse_kwargs: Dict[str, Any],
+              workers: int, batch_size: int, queue_size: int, bar: Any, report: FuseDirReport) -> None:
+    """Decode -> fuse -> write with bounded queues. On the CPU with ``workers > 0`` each worker process
+    decodes *and* fuses its batches (one thread each: separate pairs in parallel use the cores better
+    than one pair on several threads); otherwise the workers decode and this process fuses (a GPU)."""
+    fuser = _Fuser(method, fuse_kwargs)
+    dev = fuser.build()[4]
+    source = _PairSource(items, fuse_kwargs.get("resize"), fuse_kwargs.get("ir_range"))
+    writer = _Writer(queue_size)
+    try:
+        if workers > 0 and dev.type == "cpu":
+            loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                collate_fn=_FuseInWorker(fuser, batch_size), prefetch_factor=2)
+            results: Iterator[Any] = (r for batch in loader for r in batch)
+        else:
+            results = fuser.fuse_stream(_decoded(source, workers), batch_size)
+        for stem, target, image, error in results:
+            if error is not None:
+                report.failed.append((stem, error))
+            else:
+                writer.put(stem, target, image)
+            bar.update(1)
+    finally:
+        writer.close()
+        report.written.extend(writer.written)
+        report.failed.extend(writer.failed)
+
+
+def _remove_stale_temporaries(targets: Sequence[Path]) -> None:
+    """Delete the hidden temporaries (``.<name>.<random>.part<ext>``, see :func:`ivfusion.io.write_atomic`)
+    that a killed run left next to these outputs; nothing else is touched."""
+    by_folder: Dict[Path, set] = {}
+    for t in targets:
+        by_folder.setdefault(t.parent, set()).add(t.name)
+    for folder, names in by_folder.items():
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(".*.part*"):
+            name = path.name[1:]
+            owner = name[: name.rfind(".", 0, name.rfind(".part"))] if ".part" in name else ""
+            if owner in names and path.is_file():
+                path.unlink(missing_ok=True)
+
+
+def fuse_dir(
+    ir_dir: Union[str, os.PathLike],
+    vis_dir: Union[str, os.PathLike],
+    out_dir: Union[str, os.PathLike],
+    method: str = DEFAULT_METHOD,
+    *,
+    ext: str = ".png",
+    existing: str = "error",
+    progress: bool = False,
+    workers: int = 0,
+    batch_size: int = 1,
+    queue_size: Optional[int] = None,
+    report: Optional[Union[str, os.PathLike]] = None,
+    **fuse_kwargs: Any,
+) -> FuseDirReport:
+    """Fuse every pair of two folders (matched by file stem) into ``out_dir/<stem><ext>``.
+
+    Args:
+        existing: what to do when an output exists: ``"error"`` (raise ``FileExistsError`` before
+            fusing anything), ``"skip"`` or ``"overwrite"``. An output that would replace one of
+            the inputs (same file after resolving links) is a ``ValueError`` whatever this says.
+            A run that was killed and is started again with ``"skip"`` redoes only what is missing.
+        progress: ``tqdm`` progress bar on stderr (only on a terminal).
+        workers: DataLoader worker processes that decode and prepare pairs (0: in this process).
+        batch_size: consecutive pairs of the same size fused in one call of the method (pairs of
+            other sizes run in their own batches). Networks may differ by float rounding between
+            batch sizes; the classical methods do not.
+        queue_size: fused images waiting for the writer thread (default ``max(2 * batch_size, 4)``).
+            With ``workers=0, batch_size=1`` there is no pipeline: each pair is read, fused and
+            written in turn (:func:`ivfusion.fuse`).
+        report: write the (merged) report to this JSON file (rank 0 only), see
+            :meth:`FuseDirReport.to_json`.
+        fuse_kwargs: passed to :func:`ivfusion.fuse` (``device``, ``tile_size``, ``weights``,
+            ``backend``, options ...).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) each rank fuses every ``WORLD_SIZE``-th pair on its own
+    device (``cuda:LOCAL_RANK`` when CUDA is available and ``device`` is not given, else the CPU with
+    gloo) and writes its own outputs; the returned report is merged over all ranks on every rank.
+
+    Each output is written atomically (temporary name, then rename), so an interrupted run never
+    leaves a partial image under an output name. A pair that fails (unreadable file, size
+    mismatch) is recorded in ``report.failed`` and the others continue; unmatched files are listed
+    in ``report.unmatched_ir`` / ``report.unmatched_vis``.
+    """
+    if existing not in ("error", "skip", "overwrite"):
+        raise ValueError(f"existing must be 'error', 'skip' or 'overwrite', got {existing!r}")
+    for name, value, low in (("workers", workers, 0), ("batch_size", batch_size, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if queue_size is not None and (not isinstance(queue_size, int) or queue_size < 1):
+        raise ValueError(f"queue_size must be an int >= 1 or None, got {queue_size!r}")
+    _check_layout_args(fuse_kwargs.get("resize"), fuse_kwargs.get("tile_size"),
+                       fuse_kwargs.get("tile_overlap", DEFAULT_TILE_OVERLAP))
+    if not ext.startswith("."):
+        ext = "." + ext
+    pairs, unmatched_ir, unmatched_vis = pair_files(ir_dir, vis_dir)
+    out = Path(out_dir)
+    targets = [(stem, ir, vis, out / f"{stem}{ext}") for stem, ir, vis in pairs]
+    for stem, ir, vis, target in targets:
+        source = next((src for src in (ir, vis) if is_same_file(target, src)), None)
+        if source is not None:
+            raise ValueError(f"out_dir: the output for {stem!r} would be written over its input "
+                             f"{str(source)!r}; choose another out_dir or ext")
+    if existing == "error":
+        clash = [t for *_, t in targets if t.exists()]
+        if clash:
+            more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+            raise FileExistsError(
+                f"out_dir: {len(clash)} output(s) exist already ({', '.join(p.name for p in clash[:3])}{more}); "
+                "choose existing='skip' or 'overwrite'"
+            )
+    info = dist_info()
+    fuse_kwargs = {**fuse_kwargs, "device": rank_device(fuse_kwargs.get("device"))}
+    created = init_distributed(fuse_kwargs["device"]) if info.distributed else False
+    try:
+        # Build the method once (weights, device) so errors surface before any file is written.
+        options = {k: v for k, v in fuse_kwargs.items() if k not in _FUSE_KWARGS}
+        _build_method(method, fuse_kwargs.get("weights"), fuse_kwargs.get("device"), fuse_kwargs.get("precision"),
+                      options, fuse_kwargs.get("backend", "torch"))
+        barrier()  # every rank has checked the outputs before any rank writes one
+        local = FuseDirReport()
+        todo = []
+        mine = shard(targets)
+        _remove_stale_temporaries([t for *_, t in mine])
+        for item in mine:
+            if existing == "skip" and item[3].exists():
+                local.skipped.append(item[3])
+            else:
+                todo.append(item)
+        with progress_bar(len(todo), "fusing", unit="pair", enabled=progress and info.is_main) as bar:
+            if workers == 0 and batch_size == 1:
+                for stem, ir, vis, target in todo:
+                    try:
+                        local.written.append(write_image(target, fuse(ir, vis, method, **fuse_kwargs)))
+                    except (ValueError, TypeError, OSError) as exc:
+                        local.failed.append((stem, str(exc)))
+                    bar.update(1)
+            else:
+                size = queue_size if queue_size is not None else max(2 * batch_size, 4)
+                _pipeline(todo, method, fuse_kwargs, workers, batch_size, size, bar, local)
+        merged = FuseDirReport(unmatched_ir=unmatched_ir, unmatched_vis=unmatched_vis)
+        for rank, part in enumerate(gather_objects(local)):
+            merged.written.extend(part.written)
+            merged.skipped.extend(part.skipped)
+            merged.failed.extend(part.failed)
+            merged.per_rank[rank] = len(part.written)
+        merged.written.sort()
+        merged.skipped.sort()
+        merged.failed.sort()
+        if report is not None and info.is_main:
+            text = json.dumps(merged.to_json(), indent=2) + "\n"
+            write_atomic(Path(report), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        return merged
+    finally:
+        if created:
+            dist.destroy_process_group()
