@@ -10,12 +10,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import ivfusion
-from ivfusion.io import read_image, write_image
+from ivfusion.io import write_image
 
 from .conftest import REPO_ROOT, smooth_image
 
