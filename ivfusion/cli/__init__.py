@@ -1,0 +1,72 @@
+"""The ``ivfusion`` command line (also ``python -m ivfusion``).
+
+Each subcommand is a pair of functions in a small module of this package: ``_add_<name>(subparsers)``
+declares its arguments and ``_cmd_<name>(args) -> int`` runs it (``_fusion``: fuse, fuse-video,
+compare; ``_weights``: list, weights, export; ``_train``: eval, train; ``_common``: shared helpers).
+The work itself lives in the library; this package only parses, calls and prints. Expected failures (bad input, missing files, unavailable weights)
+print one line ``ivfusion: error: ...`` and exit with status 1; usage errors exit with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+from .._version import __version__
+from ._common import CLIError
+from ._fusion import _add_compare, _add_fuse, _add_fuse_video, _cmd_compare, _cmd_fuse, _cmd_fuse_video
+from ._train import _add_eval, _add_train, _cmd_eval, _cmd_train
+from ._weights import _add_export, _add_list, _add_weights, _cmd_export, _cmd_list, _cmd_weights
+
+__all__ = ["main", "build_parser", "CLIError"]
+
+
+# ------------------------------------------------------------------------------------ main
+
+_COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
+    "fuse": (_add_fuse, _cmd_fuse),
+    "fuse-video": (_add_fuse_video, _cmd_fuse_video),
+    "compare": (_add_compare, _cmd_compare),
+    "list": (_add_list, _cmd_list),
+    "weights": (_add_weights, _cmd_weights),
+    "eval": (_add_eval, _cmd_eval),
+    "train": (_add_train, _cmd_train),
+    "export": (_add_export, _cmd_export),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ivfusion", description="Infrared-visible and medical image fusion.")
+    parser.add_argument("--version", action="version", version=f"ivfusion {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add, _ in _COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # Turn SIGTERM into SystemExit so `finally`/cleanup code (temporary output files) runs.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _terminate)
+    _, run = _COMMANDS[args.command]
+    try:
+        return run(args)
+    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"ivfusion: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ivfusion: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Helpers shared by the subcommands: the one-line error, ``KEY=VALUE`` options, tables and the
+fusion arguments of ``fuse`` and ``fuse-video``."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Dict, Sequence, Tuple
+
+class CLIError(Exception):
+    """An expected failure reported as one line on stderr."""
+
+
+def parse_option(text: str) -> Tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def add_fusion_arguments(p: argparse.ArgumentParser) -> None:
+    from ..fusion import DEFAULT_METHOD, DEFAULT_TILE_OVERLAP
+
+    p.add_argument("-m", "--method", default=DEFAULT_METHOD, help="fusion method (see `ivfusion list`)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--weights", default=None,
+                   help="weight name from the manifest, path to a .safetensors file, or (--backend onnxruntime) a .onnx file")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="run networks in PyTorch (default) or as exported ONNX graphs in onnxruntime (extra ivfusion[onnx])")
+    p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels (default: auto on CUDA, none on CPU)")
+    p.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, help="tile overlap in pixels")
+    p.add_argument("--resize", choices=["ir_to_vis", "vis_to_ir"], default=None, help="resample one input to the other's size")
+    p.add_argument("--ir-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="map infrared values LO..HI to 0..1 (default: /255 for 8-bit, own min..max for 16-bit)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None, help="compute precision")
+    p.add_argument("-O", "--option", dest="options", action="append", type=parse_option, default=[],
+                   metavar="KEY=VALUE", help="method option, e.g. -O rule=average (DIDFuse), -O levels=5 (laplacian)")
+
+
+def fusion_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    kwargs: Dict[str, Any] = dict(
+        device=args.device,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        resize=args.resize,
+        ir_range=tuple(args.ir_range) if args.ir_range else None,
+        weights=args.weights,
+        precision=args.precision,
+        backend=args.backend,
+    )
+    kwargs.update(dict(args.options))
+    return kwargs
+
+
