@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .classical import CLASSICAL_METHODS
+from ._memory import available_cpu_bytes
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .deploy import load_onnx
 from .io import (
@@ -308,6 +309,27 @@ def _probe_cuda_bytes_per_pixel(method: str, weights: Optional[str], device: str
     return max(torch.cuda.max_memory_allocated(device) - base, 1) / (256 * 256)
 
 
+def _cpu_tile_size(method: str, shape: Tuple[int, ...], multiple: int) -> Optional[int]:
+    """``None`` when one CPU pass over ``shape`` ``(B, 1, H, W)`` fits in 60 % of the memory this
+    process may still use (:func:`~ivfusion._memory.available_cpu_bytes`), else the largest square
+    tile that does; ``MemoryError`` when not even a 256-pixel tile fits."""
+    bpp = get_model_info(method).cpu_bytes_per_pixel
+    available = available_cpu_bytes()
+    if bpp is None or available is None:
+        return None
+    per_pixel = bpp * shape[0]
+    if per_pixel * shape[-2] * shape[-1] <= 0.6 * available:
+        return None
+    side = auto_tile_size(per_pixel, free_bytes=available, size_multiple=multiple)
+    if per_pixel * side * side > 0.9 * available:
+        raise MemoryError(
+            f"{method}: not enough memory to fuse a {shape[-2]}x{shape[-1]} image on the CPU, even in "
+            f"{side}x{side} tiles (about {per_pixel * side * side / 2**30:.1f} GiB each); "
+            f"{available / 2**30:.2f} GiB can still be allocated (free memory, cgroup and ulimit -v limits)"
+        )
+    return side
+
+
 def _autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
@@ -346,8 +368,11 @@ def fuse(
             ``Y``; their Cb/Cr are reattached to the fused ``Y``.
         method: a name from :func:`list_methods`; default ``"refinefuse"``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; default CUDA when available.
-        tile_size: process in overlapping ``tile_size`` squares to bound memory. ``None``
-            picks the largest tile that fits free GPU memory on CUDA (no tiling on CPU).
+        tile_size: process in overlapping ``tile_size`` squares to bound memory. ``None``: networks
+            pick the largest tile that fits free GPU memory on CUDA; on the CPU they tile only when
+            one pass would not fit in 60 % of what the process may still allocate (the smallest of
+            ``MemAvailable``, the cgroup limit and ``ulimit -v``), from each network's measured
+            bytes per pixel, and raise ``MemoryError`` when not even a 256-pixel tile fits.
         tile_overlap: pixels shared by neighbouring tiles, blended with a raised-cosine ramp.
         resize: inputs of different sizes raise ``ValueError`` unless ``"ir_to_vis"`` (resample
             the infrared to the visible size) or ``"vis_to_ir"``; bilinear with antialiasing.
@@ -381,6 +406,7 @@ def fuse(
         TypeError: unsupported input type or dtype.
         FileNotFoundError: a path that does not exist.
         RuntimeError: a network whose pretrained weights are not available.
+        MemoryError: a network cannot fit even a 256-pixel tile in the memory left on the CPU.
     """
     _check_layout_args(resize, tile_size, tile_overlap)
     fn, multiple, dtype, pixelwise, dev = _build_method(method, weights, device, precision, options, backend)
@@ -413,6 +439,8 @@ def _run(
         bpp = _probe_cuda_bytes_per_pixel(method, wkey, str(device), dtype)
         free, _ = torch.cuda.mem_get_info(device)
         tile_size = auto_tile_size(bpp, free_bytes=free, size_multiple=multiple)
+    elif tile_size is None and device.type == "cpu" and not pixelwise and method in list_models():
+        tile_size = _cpu_tile_size(method, tuple(ir.shape), multiple)
     if device.type == "cuda":
         ir = ir.contiguous(memory_format=torch.channels_last)
         vis = vis.contiguous(memory_format=torch.channels_last)

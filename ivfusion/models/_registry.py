@@ -76,6 +76,9 @@ class ModelInfo:
     tiling_halo: Optional[int] = None
     #: Whether the network may run under float16 autocast on CUDA.
     half_precision: bool = True
+    #: Peak working memory of one fp32 CPU forward pass per input pixel (bytes), measured (peak RSS
+    #: over the loaded model, 512^2 and 1024^2 inputs, rounded up ~10 %); what ``fuse()`` tiles by on the CPU.
+    cpu_bytes_per_pixel: Optional[float] = None
     #: Keyword options accepted by ``forward`` (documented per network), with their defaults.
     forward_options: Dict[str, Any] = field(default_factory=dict)
     #: Default constructor configuration.
@@ -93,6 +96,7 @@ def register_model(
     description: str = "",
     tiling_halo: Optional[int] = None,
     half_precision: bool = True,
+    cpu_bytes_per_pixel: Optional[float] = None,
     forward_options: Optional[Dict[str, Any]] = None,
     default_config: Optional[Dict[str, Any]] = None,
 ) -> Callable[[Type[FusionNet]], Type[FusionNet]]:
@@ -112,6 +116,7 @@ def register_model(
             description=description,
             tiling_halo=tiling_halo,
             half_precision=half_precision,
+            cpu_bytes_per_pixel=cpu_bytes_per_pixel,
             forward_options=dict(forward_options or {}),
             default_config=dict(default_config or {}),
         )

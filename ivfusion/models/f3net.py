@@ -65,6 +65,7 @@ class FFM(nn.Module):
         "W. Song, M. Gao, Q. Li, G. Jeon, D. Camacho, 'Frequency-Spatial Feature Fusion Network for "
         "Infrared and Visible Image Fusion' (F3Net), conference paper"
     ),
+    cpu_bytes_per_pixel=2048,  # measured 1.86 KB/px (benchmarks/README.md, CPU memory)
     size_multiple=1,
     description="two-stream FcaNet/CBAM frequency-spatial features, attention fusion module, conv decoder",
     tiling_halo=None,  # global pooling in FcaNet, CBAM and SE

@@ -158,6 +158,7 @@ class DecoderBlock(nn.Module):
         "RefineFuse, a multi-scale interaction network for multi-modal image fusion "
         "(Springer Nature journal article, 2025)"
     ),
+    cpu_bytes_per_pixel=2048,  # measured 1.81 KB/px (benchmarks/README.md, CPU memory)
     size_multiple=8,
     description="4-scale encoder-decoder; spatial-attention SFIM, cross-attention PSIM, deep-guided FIM",
     tiling_halo=None,  # global pooling in FIM and attention over the whole deep grid
