@@ -151,8 +151,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"training {config.method}: {len(trainer.dataset)} pairs, {trainer.total_steps} steps, "
                   f"batch {config.batch_size}, crop {config.crop}, device {trainer.device}{ranks} -> {trainer.out}")
         result = trainer.fit()
-    finally:
-        trainer.shutdown()
+    except BaseException:
+        trainer.shutdown(wait=False)
+        raise
+    trainer.shutdown()
     if not trainer.dist.is_main:
         return 0
     print(f"done: {result.step} steps in {result.wall_time_s / 60:.1f} min")

@@ -370,9 +370,18 @@ class Trainer:
         else:
             self._fuse = ddp
 
-    def shutdown(self) -> None:
-        """Leave the process group this trainer created under ``torchrun`` (no-op otherwise)."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Leave the process group this trainer created under ``torchrun`` (no-op otherwise).
+
+        ``wait``: first wait for every rank to finish (after a successful run); ``False`` after an
+        error, when the other ranks may never arrive."""
         if self.owns_process_group:
+            # Drop the DDP wrappers (their reducer holds the group) and wait until every rank is done
+            # (rank 0 still writes the summary and the export) before tearing the group down: a rank
+            # that destroyed it early could abort in a gloo thread at exit.
+            self._fuse, self._didfuse_step = self.model, None
+            if wait:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
             self.owns_process_group = False
 
@@ -916,6 +925,9 @@ def train(config: TrainConfig, *, resume: bool = False, stream: Optional[TextIO]
     """Build a :class:`Trainer` for ``config`` and run it to the end (under ``torchrun``: on every rank)."""
     trainer = Trainer(config, resume=resume, stream=stream)
     try:
-        return trainer.fit()
-    finally:
-        trainer.shutdown()
+        result = trainer.fit()
+    except BaseException:
+        trainer.shutdown(wait=False)
+        raise
+    trainer.shutdown()
+    return result
