@@ -27,7 +27,7 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--skip-existing", action="store_true", help="leave existing outputs and skip their pairs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar in batch mode")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="batch mode: decoding worker processes (default 0: in the main process)")
+                   help="batch mode: worker processes that decode (and, on the CPU, fuse) pairs (default 0: none)")
     p.add_argument("--batch-size", type=int, default=1, metavar="N",
                    help="batch mode: same-size pairs fused per call (default 1)")
     p.add_argument("--report", default=None, metavar="FILE",
