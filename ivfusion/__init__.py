@@ -3,8 +3,7 @@ from ._version import __version__
 
 from .fusion import fuse, list_methods, method_info
 from .folders import fuse_dir
-from .models import create_model, get_model_info, list_models
-from .models import load_model
+from .models import create_model, get_model_info, list_models, load_model
 from .compare import compare_grid
 from .video import fuse_video
 from .deploy import export_onnx

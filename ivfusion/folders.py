@@ -253,14 +253,13 @@ def _fused_groups(batch: List[Any], fuse_one: Any) -> Iterator[Tuple[List[Any], 
             yield [item], images, None
 
 
-def _pipeline(items: Sequence[Tuple[str, Path, Path, Path]], method: str, fuse_kwargs: Dict[str, Any],
-              workers: int, batch_size: int, queue_size: int, bar: Any, report: FuseDirReport) -> None:
+def _pipeline(items: Sequence[Tuple[str, Path, Path, Path]], fuser: _Fuser, workers: int, batch_size: int,
+              queue_size: int, bar: Any, report: FuseDirReport) -> None:
     """Decode -> fuse -> write with bounded queues. On the CPU with ``workers > 0`` each worker process
     decodes *and* fuses its batches (one thread each: separate pairs in parallel use the cores better
     than one pair on several threads); otherwise the workers decode and this process fuses (a GPU)."""
-    fuser = _Fuser(method, fuse_kwargs)
     dev = fuser.build()[4]
-    source = _PairSource(items, fuse_kwargs.get("resize"), fuse_kwargs.get("ir_range"))
+    source = _PairSource(items, fuser.kwargs.get("resize"), fuser.kwargs.get("ir_range"))
     writer = _Writer(queue_size)
     try:
         if workers > 0 and dev.type == "cpu":
@@ -320,7 +319,8 @@ def fuse_dir(
             the inputs (same file after resolving links) is a ``ValueError`` whatever this says.
             A run that was killed and is started again with ``"skip"`` redoes only what is missing.
         progress: ``tqdm`` progress bar on stderr (only on a terminal).
-        workers: DataLoader worker processes that decode and prepare pairs (0: in this process).
+        workers: DataLoader worker processes that decode and prepare pairs and, on the CPU, also fuse
+            them (one thread each); 0: everything in this process.
         batch_size: consecutive pairs of the same size fused in one call of the method (pairs of
             other sizes run in their own batches). Networks may differ by float rounding between
             batch sizes; the classical methods do not.
@@ -373,9 +373,8 @@ def fuse_dir(
     created = init_distributed(fuse_kwargs["device"]) if info.distributed else False
     try:
         # Build the method once (weights, device) so errors surface before any file is written.
-        options = {k: v for k, v in fuse_kwargs.items() if k not in _FUSE_KWARGS}
-        _build_method(method, fuse_kwargs.get("weights"), fuse_kwargs.get("device"), fuse_kwargs.get("precision"),
-                      options, fuse_kwargs.get("backend", "torch"))
+        fuser = _Fuser(method, fuse_kwargs)
+        fuser.build()
         barrier()  # every rank has checked the outputs before any rank writes one
         local = FuseDirReport()
         todo = []
@@ -396,7 +395,7 @@ def fuse_dir(
                     bar.update(1)
             else:
                 size = queue_size if queue_size is not None else max(2 * batch_size, 4)
-                _pipeline(todo, method, fuse_kwargs, workers, batch_size, size, bar, local)
+                _pipeline(todo, fuser, workers, batch_size, size, bar, local)
         merged = FuseDirReport(unmatched_ir=unmatched_ir, unmatched_vis=unmatched_vis)
         for rank, part in enumerate(gather_objects(local)):
             merged.written.extend(part.written)

@@ -55,10 +55,6 @@ class MethodInfo:
         return self.kind == "classical" or self.default_weights is not None
 
 
-def _default_weight(method: str) -> Optional[str]:
-    return default_weight(method)
-
-
 def method_info(name: str) -> MethodInfo:
     """Metadata of one fusion method; ``ValueError`` for unknown names."""
     if name in CLASSICAL_METHODS:
@@ -66,7 +62,7 @@ def method_info(name: str) -> MethodInfo:
         return MethodInfo(name, "classical", m.description)
     if name in list_models():
         info = get_model_info(name)
-        return MethodInfo(name, "network", info.description, _default_weight(name))
+        return MethodInfo(name, "network", info.description, default_weight(name))
     raise ValueError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
 
 
@@ -207,7 +203,7 @@ def _network_fn(
     method: str, weights: Optional[Union[str, os.PathLike]], device: torch.device, dtype: torch.dtype
 ) -> Callable[..., torch.Tensor]:
     if weights is None:
-        weights = _default_weight(method)
+        weights = default_weight(method)
         if weights is None:
             working = ", ".join(list_methods(available_only=True))
             raise RuntimeError(
@@ -435,7 +431,7 @@ def _run(
 ) -> torch.Tensor:
     h, w = ir.shape[-2:]
     if tile_size is None and device.type == "cuda" and not pixelwise and method in list_models():
-        wkey = _weights_key(weights) or _default_weight(method)
+        wkey = _weights_key(weights) or default_weight(method)
         bpp = _probe_cuda_bytes_per_pixel(method, wkey, str(device), dtype)
         free, _ = torch.cuda.mem_get_info(device)
         tile_size = auto_tile_size(bpp, free_bytes=free, size_multiple=multiple)

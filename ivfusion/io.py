@@ -321,6 +321,8 @@ def write_image(path: Union[str, os.PathLike], image: np.ndarray) -> Path:
 
 
 def images_by_stem(folder: Path, name: str) -> Dict[str, Path]:
+    """``{stem: path}`` of the image files of ``folder`` (hidden files skipped); ``ValueError`` when two
+    share a stem, ``FileNotFoundError`` naming the argument ``name`` when the folder is missing."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{name}: no such directory: {str(folder)!r}")
     found: Dict[str, Path] = {}

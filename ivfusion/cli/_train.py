@@ -145,16 +145,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not config.data:
         raise CLIError("--data: give at least one training folder")
     trainer = Trainer(config, resume=args.resume, extend=args.extend)
-    try:
-        if trainer.dist.is_main:
-            ranks = f" x {trainer.dist.world_size} ranks" if trainer.dist.distributed else ""
-            print(f"training {config.method}: {len(trainer.dataset)} pairs, {trainer.total_steps} steps, "
-                  f"batch {config.batch_size}, crop {config.crop}, device {trainer.device}{ranks} -> {trainer.out}")
-        result = trainer.fit()
-    except BaseException:
-        trainer.shutdown(wait=False)
-        raise
-    trainer.shutdown()
+    if trainer.dist.is_main:
+        ranks = f" x {trainer.dist.world_size} ranks" if trainer.dist.distributed else ""
+        print(f"training {config.method}: {len(trainer.dataset)} pairs, {trainer.total_steps} steps, "
+              f"batch {config.batch_size}, crop {config.crop}, device {trainer.device}{ranks} -> {trainer.out}")
+    result = trainer.run()
     if not trainer.dist.is_main:
         return 0
     print(f"done: {result.step} steps in {result.wall_time_s / 60:.1f} min")

@@ -125,14 +125,20 @@ class _GraphModule(nn.Module):
         return self.net(ir, vis_y, **self.options)
 
 
-def _network_and_identity(method: str, weights: Optional[Union[str, os.PathLike]]) -> Tuple[nn.Module, str, str]:
-    """The float32 CPU network to export, the weight's name and its SHA-256."""
-    if weights == "random":
-        return create_random_model(method), "random", ""
+def _weights_or_default(method: str, weights: Optional[Union[str, os.PathLike]]) -> Union[str, os.PathLike]:
+    """``weights``, or the method's default weight name when it is ``None`` (``ValueError`` if none)."""
     if weights is None:
         weights = default_weight(method)
         if weights is None:
             raise ValueError(f"weights: method {method!r} has no default pretrained weight; pass weights=")
+    return weights
+
+
+def _network_and_identity(method: str, weights: Optional[Union[str, os.PathLike]]) -> Tuple[nn.Module, str, str]:
+    """The float32 CPU network to export, the weight's name and its SHA-256."""
+    weights = _weights_or_default(method, weights)
+    if weights == "random":
+        return create_random_model(method), "random", ""
     path = resolve_weight(weights)
     named = isinstance(weights, str) and weights in get_manifest().weights
     model = create_model(method, pretrained=True, weights=weights)

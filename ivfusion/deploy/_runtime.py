@@ -17,13 +17,14 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 
 from .._version import __version__
-from ..pretrained import default_weight, resolve_weight, sha256_file
+from ..pretrained import resolve_weight, sha256_file
 from ._export import (
     DEFAULT_OPSET,
     ONNX_INPUTS,
     ONNX_OUTPUT,
     OnnxGraphInfo,
     _require,
+    _weights_or_default,
     export_onnx,
     read_onnx_info,
     resolve_forward_options,
@@ -52,10 +53,7 @@ def cached_onnx_export(
     """A dynamic-shape export of ``method`` with ``weights`` (see :func:`export_onnx`), from the cache
     or exported into it now (tens of seconds on a CPU, once)."""
     options = resolve_forward_options(method, options)
-    if weights is None:
-        weights = default_weight(method)
-        if weights is None:
-            raise ValueError(f"weights: method {method!r} has no default pretrained weight; pass weights=")
+    weights = _weights_or_default(method, weights)
     sha = "random" if weights == "random" else sha256_file(resolve_weight(weights))
     key = json.dumps([method, sha, options, opset, __version__, torch.__version__], sort_keys=True)
     path = onnx_cache_dir() / f"{method}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"

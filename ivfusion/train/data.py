@@ -309,7 +309,7 @@ class StepBatchSampler(Sampler):
     with ``shuffle=False``), cut into ``batches_per_epoch`` batches (the last one smaller unless
     ``drop_last``). Step ``s`` belongs to epoch ``s // batches_per_epoch``. Starting at a later
     step yields exactly the tail of the full sequence.
-    
+
     Under ``torchrun`` (``world_size > 1``) rank ``r`` gets items ``r, r + world_size, ...`` of
     every global batch, so the ranks together see exactly the single-process batches.
     """

@@ -385,6 +385,16 @@ class Trainer:
             torch.distributed.destroy_process_group()
             self.owns_process_group = False
 
+    def run(self) -> TrainResult:
+        """:meth:`fit`, then :meth:`shutdown` (waiting for the other ranks only if the run succeeded)."""
+        try:
+            result = self.fit()
+        except BaseException:
+            self.shutdown(wait=False)
+            raise
+        self.shutdown()
+        return result
+
     def _init_model(self) -> Tuple[torch.nn.Module, int]:
         """Create the network from the run's seed (part of the reproducible state). For FISCNet with
         ``redraw_dead_init``, redraw while the clamped output of the first training batch receives
@@ -923,11 +933,4 @@ def _mean_over_domains(domains: Dict[str, Dict[str, float]]) -> Dict[str, float]
 
 def train(config: TrainConfig, *, resume: bool = False, stream: Optional[TextIO] = None) -> TrainResult:
     """Build a :class:`Trainer` for ``config`` and run it to the end (under ``torchrun``: on every rank)."""
-    trainer = Trainer(config, resume=resume, stream=stream)
-    try:
-        result = trainer.fit()
-    except BaseException:
-        trainer.shutdown(wait=False)
-        raise
-    trainer.shutdown()
-    return result
+    return Trainer(config, resume=resume, stream=stream).run()

@@ -18,12 +18,12 @@ from ..fusion import (
     DEFAULT_TILE_OVERLAP,
     _build_method,
     _check_layout_args,
-    _default_weight,
     _probe_cuda_bytes_per_pixel,
     _run,
     _weights_key,
 )
 from ..models import list_models
+from ..pretrained import default_weight
 from ..tiling import auto_tile_size
 from ._encode import (
     DEFAULT_PIX_FMT,
@@ -272,7 +272,7 @@ def _cuda_batch_tile_size(method, weights, dev, dtype, multiple, batch_size) -> 
     """Auto tile size on CUDA for a batch (``fuse`` probes one image; a batch needs B times the memory)."""
     if method not in list_models():
         return None
-    wkey = _weights_key(weights) or _default_weight(method)
+    wkey = _weights_key(weights) or default_weight(method)
     bpp = _probe_cuda_bytes_per_pixel(method, wkey, str(dev), dtype)
     free, _ = torch.cuda.mem_get_info(dev)
     return auto_tile_size(bpp * batch_size, free_bytes=free, size_multiple=multiple)
