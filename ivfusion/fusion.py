@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .classical import CLASSICAL_METHODS
+from ._cpu import native_bf16
+from ._heap import heap_reuse
 from ._memory import available_cpu_bytes
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .deploy import load_onnx
@@ -164,9 +166,13 @@ def _resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
     return dev
 
 
-def _resolve_precision(precision: Optional[str], device: torch.device, half_ok: bool) -> torch.dtype:
+def _resolve_precision(
+    precision: Optional[str], device: torch.device, half_ok: bool, cpu_bf16_ok: bool = False
+) -> torch.dtype:
     if precision is None:
-        return torch.float16 if device.type == "cuda" and half_ok else torch.float32
+        if device.type == "cuda":
+            return torch.float16 if half_ok else torch.float32
+        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_ok and native_bf16() else torch.float32
     try:
         dtype = _PRECISIONS[precision]
     except KeyError:
@@ -193,10 +199,9 @@ def _cached_model(method: str, weights: Optional[str], device: str, dtype: torch
         model = create_random_model(method)
     else:
         model = create_model(method, pretrained=True, weights=weights)
-    model = model.to(device)
-    if torch.device(device).type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    # Channels-last on every device: oneDNN's CPU convolutions run on it without reordering every
+    # activation (1.1x to 2x per network, benchmarks/README.md), cuDNN's use tensor cores with it.
+    return model.to(device).to(memory_format=torch.channels_last)
 
 
 def _network_fn(
@@ -259,7 +264,7 @@ def _method_fn(
     if method in list_models():
         info = get_model_info(method)
         _check_options(method, options, list(info.forward_options))
-        dtype = _resolve_precision(precision, device, info.half_precision)
+        dtype = _resolve_precision(precision, device, info.half_precision, info.cpu_bf16)
         model = _network_fn(method, weights, device, dtype)
         return functools.partial(model, **options), info.size_multiple, dtype, False
     raise ValueError(f"unknown method {method!r}; available: {', '.join(list_methods())}")
@@ -379,8 +384,10 @@ def fuse(
             so a video sequence keeps a constant mapping).
         weights: networks only: ``None`` (the method's pretrained default), a weight name from the
             manifest, a path to a ``.safetensors`` file, or ``"random"`` (untrained; tests only).
-        precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``; default fp16 autocast on CUDA for
-            networks that are safe in half precision, fp32 otherwise.
+        precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``. Default: fp16 autocast on CUDA for
+            networks that are safe in half precision; on CPUs with native bf16 (AVX512-BF16, AMX,
+            Arm BF16) bf16 autocast for the networks whose bf16 error on the validation pairs stays
+            below one grey level (``ivfusion.get_model_info(name).cpu_bf16``); fp32 otherwise.
         backend: ``"torch"`` (default) or ``"onnxruntime"``: networks only, run as their exported
             ONNX graph (extra ``ivfusion[onnx]``). ``weights`` may then also be a ``.onnx`` file from
             :func:`ivfusion.export_onnx`; otherwise the weight is exported once and cached (see
@@ -440,7 +447,8 @@ def _run(
     if device.type == "cuda":
         ir = ir.contiguous(memory_format=torch.channels_last)
         vis = vis.contiguous(memory_format=torch.channels_last)
-    with _autocast(device, dtype):
+    heap = heap_reuse() if device.type == "cpu" else contextlib.nullcontext()
+    with heap, _autocast(device, dtype):
         if tile_size is not None and (h > tile_size or w > tile_size):
             out = tiled_apply(fn, ir, vis, tile_size=tile_size, overlap=tile_overlap, size_multiple=multiple)
         else:

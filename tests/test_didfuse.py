@@ -1,6 +1,8 @@
 """DIDFuse (MODELS.md section 2): official-weight golden outputs, weight conversion, fusion rules, structure."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -264,7 +266,70 @@ def test_forward_fuses_all_four_feature_pairs(rule):
     with torch.inference_mode():
         feats_ir, feats_vis = model.encode(ir), model.encode(vis)
         expected = model.decode(*[didfuse.fuse_features(a, b, rule) for a, b in zip(feats_ir, feats_vis)])
-        assert torch.equal(model(ir, vis, rule=rule), expected)
+        torch.testing.assert_close(model(ir, vis, rule=rule), expected, rtol=0, atol=1e-6)
     if rule == "sum":
         with torch.inference_mode():
-            assert torch.equal(model(ir, vis), expected)  # the default rule
+            torch.testing.assert_close(model(ir, vis), expected, rtol=0, atol=1e-6)  # the default rule
+
+
+def _bn_with_stats(layer: didfuse.ConvBNAct, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    c = layer.bn.num_features
+    layer.bn.running_mean.copy_(torch.randn(c, generator=g, dtype=layer.bn.running_mean.dtype))
+    layer.bn.running_var.copy_(torch.rand(c, generator=g, dtype=layer.bn.running_var.dtype) + 0.5)
+    with torch.no_grad():
+        layer.bn.weight.copy_(torch.randn(c, generator=g))
+        layer.bn.bias.copy_(torch.randn(c, generator=g))
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_inference_folds_batchnorm_into_the_convolution(reflect):
+    layer = didfuse.ConvBNAct(5, 7, "prelu", reflect=reflect).double().eval()
+    _bn_with_stats(layer, 3)
+    x = torch.randn(2, 5, 9, 11, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect") if reflect else x
+    expected = layer.act(layer.bn(layer.conv(padded)))  # the unfolded route
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+    assert layer.uses_running_stats()
+    layer.train()  # training normalises with batch statistics: nothing is folded
+    assert not layer.uses_running_stats()
+    torch.testing.assert_close(layer(x), layer.act(layer.bn(layer.conv(padded))))
+
+
+def test_joint_encoder_equals_the_four_separate_heads():
+    torch.manual_seed(1)
+    enc = didfuse.DIDFuseEncoder(8).double().eval()
+    for i, layer in enumerate((enc.conv1, enc.conv2, enc.conv3, enc.conv4)):
+        _bn_with_stats(layer, 10 + i)
+    x = torch.rand(3, 1, 10, 12, dtype=torch.float64)
+    f1 = enc.conv1.act(enc.conv1.bn(enc.conv1.conv(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))))
+    f2 = enc.conv2.act(enc.conv2.bn(enc.conv2.conv(f1)))
+    b = torch.tanh(enc.conv3.bn(enc.conv3.conv(f2)))
+    d = torch.tanh(enc.conv4.bn(enc.conv4.conv(f2)))
+    for got, want in zip(enc(x), (f1, f2, b, d)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_inference_path_matches_official_model_within_1e_5(official_model):
+    # The folded, batched, channels-last path against the plain per-image route with unfolded BN.
+    model = official_model.eval()
+    g = torch.Generator().manual_seed(5)
+    ir, vis = torch.rand(1, 1, 40, 52, generator=g), torch.rand(1, 1, 40, 52, generator=g)
+
+    def plain(x):
+        enc = model.encoder
+        pad = torch.nn.functional.pad
+        f1 = enc.conv1.act(enc.conv1.bn(enc.conv1.conv(pad(x, (1, 1, 1, 1), mode="reflect"))))
+        f2 = enc.conv2.act(enc.conv2.bn(enc.conv2.conv(f1)))
+        return f1, f2, torch.tanh(enc.conv3.bn(enc.conv3.conv(f2))), torch.tanh(enc.conv4.bn(enc.conv4.conv(f2)))
+
+    with torch.inference_mode():
+        (i1, i2, ib, id_), (v1, v2, vb, vd) = plain(ir), plain(vis)
+        dec = model.decoder
+        x = dec.conv5.act(dec.conv5.bn(dec.conv5.conv(torch.cat([ib + vb, id_ + vd], 1))))
+        x = dec.conv6.act(dec.conv6.bn(dec.conv6.conv(torch.cat([x, i2 + v2], 1))))
+        x = torch.nn.functional.pad(torch.cat([x, i1 + v1], 1), (1, 1, 1, 1), mode="reflect")
+        expected = torch.sigmoid(dec.conv7.bn(dec.conv7.conv(x)))
+        fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        got = fast(ir, vis)
+    assert (got - expected).abs().max().item() <= 1e-5

@@ -103,12 +103,14 @@ def test_parameter_counts_total_and_used():
 
 
 def test_flops_match_the_layer_table():
-    # MODELS.md 3.6: 375,312 MACs/px of convolutions. Torch also counts the per-image constants: the
+    # MODELS.md 3.6: 375,312 MACs/px of convolutions, less what the folded CDC saves: each of its 9 calls
+    # runs one 16->16 3x3 convolution (2,304 MACs/px) instead of two 3x3 and two 1x1 ones (5,120), so
+    # 375,312 - 9 x 2,816 = 349,968. Torch also counts the per-image constants: the
     # 1x1 convs on pooled vectors (3 stages x (3 DenseBlockMscale x 4 x 256 + 2 x 512) + 2 CALayers x 128
     # = 12,544 MACs) and the two 32x32x32 matmuls forming each InvBlock's W (3 x 65,536 MACs).
     # Exact for sides divisible by 4 (the x0.5 / x0.25 branches then cover exactly 1/4 and 1/16 of the pixels).
     for h, w in ((480, 640), (36, 52)):
-        macs = 375_312 * h * w + 12_544 + 3 * 65_536
+        macs = (375_312 - 9 * 2_816) * h * w + 12_544 + 3 * 65_536
         assert measure_flops("fiscnet", h, w) == pytest.approx(2 * macs / 1e9, rel=1e-12)
 
 
@@ -304,3 +306,18 @@ def test_calayer_adds_a_per_channel_constant():
     x = torch.randn(2, 16, 7, 9, dtype=torch.float64)
     delta = layer(x) - x
     torch.testing.assert_close(delta, delta[..., :1, :1].expand_as(delta))
+
+
+def test_half_instance_norm_equals_instance_norm_on_the_first_half_and_keeps_channels_last():
+    torch.manual_seed(2)
+    block = HINBlock(3, 6).double()
+    with torch.no_grad():
+        block.norm.weight.copy_(torch.randn(3))
+        block.norm.bias.copy_(torch.randn(3))
+    x = (torch.randn(2, 6, 7, 9, dtype=torch.float64) * 3 + 5).contiguous(memory_format=torch.channels_last)
+    expected = torch.cat([torch.nn.functional.instance_norm(x[:, :3], weight=block.norm.weight,
+                                                             bias=block.norm.bias, eps=block.norm.eps),
+                          x[:, 3:]], dim=1)
+    got = block._half_norm(x)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    assert got.is_contiguous(memory_format=torch.channels_last)

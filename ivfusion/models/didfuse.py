@@ -57,9 +57,24 @@ class ConvBNAct(nn.Module):
         else:
             raise ValueError(f"act must be 'prelu', 'tanh' or 'sigmoid', got {act!r}")
 
+    def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Convolution ``(weight, bias)`` with the inference-mode BatchNorm folded in:
+        ``bn(conv(x)) == conv2d(x, weight, bias)`` while the BN uses its running statistics."""
+        bn, conv = self.bn, self.conv
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        return conv.weight * scale[:, None, None, None], (bias - bn.running_mean) * scale + bn.bias
+
+    def uses_running_stats(self) -> bool:
+        """Whether the BatchNorm normalises with its running statistics (eval mode), so it can be folded."""
+        return not self.bn.training and self.bn.track_running_stats and self.bn.running_var is not None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reflect:
             x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        if self.uses_running_stats():
+            # Inference: one convolution with the BN folded in (a pass over the activations saved).
+            return self.act(F.conv2d(x, *self.folded(), padding=self.conv.padding))
         return self.act(self.bn(self.conv(x)))
 
 
@@ -74,9 +89,22 @@ class DIDFuseEncoder(nn.Module):
         self.conv4 = ConvBNAct(width, width, "tanh")  # detail head
 
     def forward(self, x: torch.Tensor) -> Features:
+        f1, f2, bd = self.forward_joint(x)
+        b, d = bd.chunk(2, dim=1)
+        return f1, f2, b, d
+
+    def forward_joint(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x -> (F1, F2, [B, D])`` with ``B`` and ``D`` concatenated on channels ``(N, 128, H, W)``,
+        the layout the decoder's first layer reads. With folded BatchNorms (eval mode) the two tanh
+        heads run as one 128-channel convolution."""
         f1 = self.conv1(x)
         f2 = self.conv2(f1)
-        return f1, f2, self.conv3(f2), self.conv4(f2)
+        if self.conv3.uses_running_stats() and self.conv4.uses_running_stats():
+            (w3, b3), (w4, b4) = self.conv3.folded(), self.conv4.folded()
+            bd = torch.tanh(F.conv2d(f2, torch.cat([w3, w4]), torch.cat([b3, b4]), padding=1))
+        else:
+            bd = torch.cat([self.conv3(f2), self.conv4(f2)], dim=1)
+        return f1, f2, bd
 
 
 class DIDFuseDecoder(nn.Module):
@@ -92,7 +120,11 @@ class DIDFuseDecoder(nn.Module):
         self.conv7 = ConvBNAct(2 * width, 1, "sigmoid", reflect=True)
 
     def forward(self, f1: torch.Tensor, f2: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        x = self.conv5(torch.cat([b, d], dim=1))
+        return self.forward_joint(f1, f2, torch.cat([b, d], dim=1))
+
+    def forward_joint(self, f1: torch.Tensor, f2: torch.Tensor, bd: torch.Tensor) -> torch.Tensor:
+        """Decode from ``[B, D]`` concatenated on channels (:meth:`DIDFuseEncoder.forward_joint`)."""
+        x = self.conv5(bd)
         x = self.conv6(torch.cat([x, f2], dim=1))
         return self.conv7(torch.cat([x, f1], dim=1))
 
@@ -201,10 +233,16 @@ class DIDFuse(FusionNet):
             raise ValueError(f"rule must be one of {sorted(FUSION_RULES)}, got {rule!r}")
         if min(ir.shape[-2:]) < 2:
             raise ValueError(f"DIDFuse needs H, W >= 2, got {tuple(ir.shape[-2:])}")
-        feats_ir = self.encode(ir)
-        feats_vis = self.encode(vis_y)
-        fused = [fuse_features(a, b, rule) for a, b in zip(feats_ir, feats_vis)]
-        return self.decode(*fused)
+        # Both images through the encoder as one batch of 2N (one call per layer).
+        n = ir.shape[0]
+        f1, f2, bd = self.encoder.forward_joint(torch.cat([ir, vis_y]))
+        f1, f2 = fuse_features(f1[:n], f1[n:], rule), fuse_features(f2[:n], f2[n:], rule)
+        if rule == "l1_norm":  # activity is measured per feature map: B and D separately
+            b, d = bd.chunk(2, dim=1)
+            bd = torch.cat([fuse_features(b[:n], b[n:], rule), fuse_features(d[:n], d[n:], rule)], dim=1)
+        else:  # element-wise rules act on [B, D] as on B and D
+            bd = fuse_features(bd[:n], bd[n:], rule)
+        return self.decoder.forward_joint(f1, f2, bd)
 
 
 # --------------------------------------------------------------------------------------------------

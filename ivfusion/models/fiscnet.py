@@ -53,6 +53,11 @@ def _fp32_region(x: torch.Tensor) -> ContextManager:
     return contextlib.nullcontext()
 
 
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
+
+
 def phase_mix(a: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
     """Fourier phase mixing ``|IFFT2(|FFT2(a)| * (exp(i angle FFT2(p1)) + exp(i angle FFT2(p2))))|``.
 
@@ -102,6 +107,16 @@ class TapConv3x3(nn.Module):
         idx = torch.tensor(self.taps, device=w.device)
         return w.new_zeros(cout, cin, 9).index_copy(2, idx, w.reshape(cout, cin, 5)).view(cout, cin, 3, 3)
 
+    def difference_kernel(self) -> torch.Tensor:
+        """The ``(cout, cin, 3, 3)`` kernel of the whole operation: :meth:`kernel` with
+        ``theta * sum(K)`` taken off its centre tap (a 1x1 convolution is a 3x3 one with only a centre)."""
+        k = self.kernel()
+        if self.theta == 0.0:
+            return k
+        centre = torch.zeros_like(k)
+        centre[:, :, 1, 1] = self.conv.weight.sum(dim=(2, 3))
+        return k - self.theta * centre
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.conv2d(x, self.kernel(), padding=1)
         if self.theta != 0.0:
@@ -121,9 +136,18 @@ class CDC(nn.Module):
         self.d_conv = TapConv3x3(channels, channels, CROSS_TAPS, theta)
         self.HP_branch = nn.Parameter(torch.zeros(1))
 
+    def kernel(self) -> torch.Tensor:
+        """The single ``(C, C, 3, 3)`` kernel equal to the whole block: both branches, their central
+        differences, the gate and the identity (``+1`` on each channel's own centre tap) are linear in
+        ``x``, so one convolution computes ``s * Plus(x) + (1 - s) * Cross(x) + x`` (one instead of four;
+        equal up to float rounding, and differentiable in every parameter)."""
+        s = torch.sigmoid(self.HP_branch).to(self.h_conv.conv.weight.dtype)
+        k = s * self.h_conv.difference_kernel() + (1 - s) * self.d_conv.difference_kernel()
+        eye = torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
+        return k + F.pad(eye[:, :, None, None], (1, 1, 1, 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid(self.HP_branch)
-        return s * self.h_conv(x) + (1 - s) * self.d_conv(x) + x
+        return F.conv2d(x, self.kernel(), padding=1)
 
 
 class EdgeBlock(nn.Module):
@@ -157,17 +181,25 @@ class HINBlock(nn.Module):
         self.slope = slope
 
     def _half_norm(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] * x.shape[-1] == 1:
-            # A single pixel (the x0.25 branch of a < 8x8 input) normalises to 0, leaving the affine
-            # bias; F.instance_norm refuses this case.
-            return x * 0 + self.norm.bias.to(x.dtype)[None, :, None, None]
-        return self.norm(x)
+        """Instance norm (affine) of the first ``norm.num_features`` channels of ``x`` ``(N, C, H, W)``,
+        the others unchanged, as one per-channel ``(x - mean) * scale + bias`` over all channels (mean 0,
+        scale 1, bias 0 on the others): no channel slices or concatenation, so a channels-last ``x``
+        stays channels-last. A single pixel (the x0.25 branch of a < 8x8 input) normalises to 0,
+        leaving the affine bias."""
+        half, rest = self.norm.num_features, x.shape[1] - self.norm.num_features
+        stats_dtype = torch.promote_types(x.dtype, torch.float32)  # statistics never in half precision
+        var, mean = torch.var_mean(x[:, :half].to(stats_dtype), dim=(2, 3), keepdim=True, unbiased=False)
+        scale = self.norm.weight.to(stats_dtype)[None, :, None, None] * torch.rsqrt(var + self.norm.eps)
+        bias = self.norm.bias.to(stats_dtype)[None, :, None, None].expand_as(mean)
+        n = x.shape[0]
+        mean = torch.cat([mean, mean.new_zeros(n, rest, 1, 1)], dim=1).to(x.dtype)
+        scale = torch.cat([scale, scale.new_ones(n, rest, 1, 1)], dim=1).to(x.dtype)
+        bias = torch.cat([bias, bias.new_zeros(n, rest, 1, 1)], dim=1).to(x.dtype)
+        # Not addcmul(bias, ...): its output takes the layout of the (N, C, 1, 1) bias, not of x.
+        return ((x - mean) * scale).add_(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv_1(x)
-        half = self.norm.num_features
-        out = torch.cat([self._half_norm(out[:, :half]), out[:, half:]], dim=1)
-        out = F.leaky_relu(out, self.slope)
+        out = F.leaky_relu(self._half_norm(self.conv_1(x)), self.slope)
         out = F.leaky_relu(self.conv_2(out), self.slope)
         return out + self.identity(x)
 
@@ -270,8 +302,11 @@ class InvBlock(nn.Module):
         self.H = DenseBlockMscale(split, channels - split)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.invconv(x)
-        x1, x2 = x[:, : self.split], x[:, self.split :]
+        # The two halves of the invertible 1x1 convolution as two convolutions: each output is then a
+        # whole tensor (a channel slice of a channels-last tensor is not channels-last, and every
+        # convolution would copy it).
+        w = self.invconv.weight().to(x.dtype)[:, :, None, None]
+        x1, x2 = F.conv2d(x, w[: self.split]), F.conv2d(x, w[self.split :])
         y1 = x1 + self.F(x2)
         s = self.clamp * (torch.sigmoid(self.H(y1)) * 2 - 1)
         y2 = x2 * torch.exp(s) + self.G(y1)
@@ -352,7 +387,9 @@ class CalibrationStage(nn.Module):
             f, v, i = self.fused(f), self.fused(v), self.fused(i)
         else:
             f, v, i = self.fused(f), self.vis(v), self.inf(i)
-            f = phase_mix(f, v, i).to(v.dtype)
+            # FFT output is contiguous; give it the streams' memory format (channels-last on the CPU
+            # path) once here rather than at every convolution that follows.
+            f = phase_mix(f, v, i).to(v.dtype, memory_format=_memory_format(v))
         return self.interaction(f, v, i), v, i
 
 
