@@ -1,4 +1,5 @@
-"""Peak CPU working memory of one fp32 forward pass per input pixel, per network.
+"""Peak CPU working memory of one fp32 forward pass per input pixel, per network, run as ``fuse()``
+runs it (channels-last, heap reuse).
 
     python benchmarks/cpu_memory.py            # 512^2 and 1024^2, each in a fresh process
 
@@ -19,12 +20,14 @@ import resource, sys, torch
 import ivfusion
 name, side = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(2)
-m = ivfusion.create_model(name, pretrained=True)
-with torch.inference_mode():
+from ivfusion._heap import heap_reuse
+# as fuse() runs it: channels-last, fp32, freed memory kept in the heap during the call
+m = ivfusion.create_model(name, pretrained=True).to(memory_format=torch.channels_last)
+with torch.inference_mode(), heap_reuse():
     m(torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 x, y = torch.rand(1, 1, side, side), torch.rand(1, 1, side, side)
-with torch.inference_mode():
+with torch.inference_mode(), heap_reuse():
     m(x, y)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print((peak - base) * 1024 / (side * side))

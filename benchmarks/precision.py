@@ -8,7 +8,7 @@ pairs are fused at full size with ``ivfusion.fuse`` in float32 and in each reduc
 float inputs so the outputs are not quantised, and the differences are reported in 8-bit grey levels
 (``|out - out_fp32| * 255``) over all pixels: mean, 99th and 99.9th percentile, maximum. The last
 table gives each network's verdict against the rule used for the CPU default (``ivfusion.fusion``):
-reduced precision is acceptable when the 99th percentile over all domains stays below one grey level.
+reduced precision is acceptable when the 99th percentile stays below one grey level in every domain.
 """
 from __future__ import annotations
 
@@ -66,11 +66,12 @@ def main(argv: List[str] = None) -> int:
                 cells.append(f"{e.mean():.2f} / {np.percentile(e, 99):.2f} / {np.percentile(e, 99.9):.2f} / "
                              f"{e.max():.1f}")
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
-            e = np.concatenate(every)
-            p99 = float(np.percentile(e, 99))
-            verdict_rows.append((name, precision, e.mean(), p99, p99 < THRESHOLD_GREY_LEVELS))
+            worst_p99 = max(float(np.percentile(e, 99)) for e in every)
+            verdict_rows.append((name, precision, float(np.concatenate(every).mean()), worst_p99,
+                                 worst_p99 < THRESHOLD_GREY_LEVELS))
         print()
-    print("| network | precision | mean (all domains) | p99 (all domains) | p99 < 1 grey level |\n|---|---|---|---|---|")
+    print("| network | precision | mean (all domains) | worst domain's p99 | p99 < 1 grey level everywhere |\n"
+          "|---|---|---|---|---|")
     for name, precision, mean, p99, ok in verdict_rows:
         print(f"| {name} | {precision} | {mean:.3f} | {p99:.2f} | {'yes' if ok else 'no'} |")
     return 0

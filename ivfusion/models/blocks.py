@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "float32_head",
     "conv1x1",
     "conv3x3",
     "ConvAct",
@@ -52,6 +53,14 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # Convolution helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def float32_head(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``head(x)`` in float32 with autocast off: for the last (1-channel) layer of a network, so that under
+    bf16/fp16 autocast the output keeps float32 resolution (bf16 spaces values in [0.5, 1) by 2^-9, half
+    an 8-bit grey level). The head is a small part of the work; its input is cast up once."""
+    with torch.autocast(x.device.type, enabled=False):
+        return head(x.to(torch.promote_types(x.dtype, torch.float32)))  # float64 stays float64
 
 
 def conv1x1(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._registry import FusionNet, register_model
+from .blocks import float32_head
 
 __all__ = [
     "DIDFuse",
@@ -126,7 +127,7 @@ class DIDFuseDecoder(nn.Module):
         """Decode from ``[B, D]`` concatenated on channels (:meth:`DIDFuseEncoder.forward_joint`)."""
         x = self.conv5(bd)
         x = self.conv6(torch.cat([x, f2], dim=1))
-        return self.conv7(torch.cat([x, f1], dim=1))
+        return float32_head(self.conv7, torch.cat([x, f1], dim=1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,13 +194,14 @@ def fuse_features(
         "Z. Zhao, S. Xu, C. Zhang, J. Liu, P. Li, J. Zhang, 'DIDFuse: Deep Image Decomposition for "
         "Infrared and Visible Image Fusion', IJCAI 2020, pp. 970-976"
     ),
-    cpu_bytes_per_pixel=5400,  # measured 4.93 KB/px (benchmarks/README.md, CPU memory)
+    cpu_bytes_per_pixel=4000,  # measured 3.60 KB/px as fuse() runs it (benchmarks/README.md, CPU memory)
     size_multiple=1,
     description="auto-encoder splitting background/detail features, fused by a fixed rule",
     # Receptive field 13x13 (six chained 3x3 convs) for "sum"/"average"; the 3x3 activity blur of
     # "l1_norm" widens it to 15x15, so the halo that is exact for every rule is 7.
     tiling_halo=7,
     half_precision=True,
+    cpu_bf16=True,  # bf16 vs fp32, validation pairs: p99 0.32-0.77, max 1.3 grey levels (benchmarks/precision.py)
     forward_options={"rule": "sum"},
 )
 class DIDFuse(FusionNet):

@@ -15,7 +15,16 @@ import torch
 from torch import nn
 
 from ._registry import FusionNet, register_model
-from .blocks import CBAM, ConvAct, MultiSpectralChannelAttention, ResBlock, SqueezeExcitation, conv1x1, conv3x3
+from .blocks import (
+    CBAM,
+    ConvAct,
+    MultiSpectralChannelAttention,
+    ResBlock,
+    SqueezeExcitation,
+    conv1x1,
+    conv3x3,
+    float32_head,
+)
 
 __all__ = ["F3Net", "FSFEM", "FFM"]
 
@@ -65,11 +74,12 @@ class FFM(nn.Module):
         "W. Song, M. Gao, Q. Li, G. Jeon, D. Camacho, 'Frequency-Spatial Feature Fusion Network for "
         "Infrared and Visible Image Fusion' (F3Net), conference paper"
     ),
-    cpu_bytes_per_pixel=2048,  # measured 1.86 KB/px (benchmarks/README.md, CPU memory)
+    cpu_bytes_per_pixel=3250,  # measured 2.94 KB/px as fuse() runs it (benchmarks/README.md, CPU memory)
     size_multiple=1,
     description="two-stream FcaNet/CBAM frequency-spatial features, attention fusion module, conv decoder",
     tiling_halo=None,  # global pooling in FcaNet, CBAM and SE
     half_precision=True,
+    cpu_bf16=True,  # bf16 vs fp32, validation pairs: p99 0.38-0.88, max 2.7 grey levels (benchmarks/precision.py)
     default_config={"channels": 32, "grid": 7, "reduction": 16},
 )
 class F3Net(FusionNet):
@@ -103,5 +113,5 @@ class F3Net(FusionNet):
         fq_ir, sp_ir = self.fsfem_ir(ir)
         fq_vi, sp_vi = self.fsfem_vi(vis_y)
         z = self.ffm(torch.cat([fq_ir, fq_vi], dim=1), torch.cat([sp_ir, sp_vi], dim=1))
-        t = torch.tanh(self.irm(z))
+        t = torch.tanh(float32_head(self.irm[-1], self.irm[:-1](z)))
         return (t + 1.0) * 0.5

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._registry import FusionNet, register_model
-from .blocks import conv1x1, conv3x3
+from .blocks import conv1x1, conv3x3, float32_head
 
 __all__ = [
     "FISCNet",
@@ -429,7 +429,7 @@ class Refine(nn.Module):
         self.conv_last = conv3x3(width, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_last(self.process(self.conv_in(x)))
+        return float32_head(self.conv_last, self.process(self.conv_in(x)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -441,11 +441,12 @@ class Refine(nn.Module):
         "N. Zheng, M. Zhou, J. Huang, F. Zhao, 'Frequency Integration and Spatial Compensation Network "
         "for Infrared and Visible Image Fusion', Information Fusion 2024, art. 102359"
     ),
-    cpu_bytes_per_pixel=2240,  # measured 2.02 KB/px (benchmarks/README.md, CPU memory)
+    cpu_bytes_per_pixel=2750,  # measured 2.48 KB/px as fuse() runs it (benchmarks/README.md, CPU memory)
     size_multiple=1,
     description="Fourier phase mixing + three spatial compensation stages",
     tiling_halo=None,  # whole-image FFTs and global pooling
     half_precision=True,  # FFT parts are forced to float32 (C-FIS-4)
+    cpu_bf16=False,  # bf16 vs fp32, validation pairs: p99 1.1-5.0 grey levels (max 15) (benchmarks/precision.py)
     forward_options={},
 )
 class FISCNet(FusionNet):

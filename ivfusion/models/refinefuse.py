@@ -18,6 +18,7 @@ from torch import nn
 from ._registry import FusionNet, register_model
 from .blocks import (
     ConvAct,
+    float32_head,
     SpatialAttention,
     adaptive_avg_pool2d,
     conv1x1,
@@ -158,11 +159,12 @@ class DecoderBlock(nn.Module):
         "RefineFuse, a multi-scale interaction network for multi-modal image fusion "
         "(Springer Nature journal article, 2025)"
     ),
-    cpu_bytes_per_pixel=2048,  # measured 1.81 KB/px (benchmarks/README.md, CPU memory)
+    cpu_bytes_per_pixel=2200,  # measured 1.99 KB/px as fuse() runs it (benchmarks/README.md, CPU memory)
     size_multiple=8,
     description="4-scale encoder-decoder; spatial-attention SFIM, cross-attention PSIM, deep-guided FIM",
     tiling_halo=None,  # global pooling in FIM and attention over the whole deep grid
     half_precision=True,
+    cpu_bf16=False,  # bf16 vs fp32: p99 0.51-1.03 grey levels, > 1 on RoadScene (benchmarks/precision.py)
     default_config={"widths": (64, 64, 64, 128), "pools": (4, 8), "psim_residual": "own"},
 )
 class RefineFuse(FusionNet):
@@ -227,5 +229,5 @@ class RefineFuse(FusionNet):
         u2 = self.dec2(self.fim(u3, f2), f1.shape[-2:])
         x = torch.cat([u2, f1], dim=1)
         del u2, f1
-        t = torch.tanh(self.dec1(x))
+        t = torch.tanh(float32_head(self.dec1[-1], self.dec1[:-1](x)))
         return (t + 1.0) * 0.5
