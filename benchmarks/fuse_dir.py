@@ -10,11 +10,15 @@ batch_size=1``, what ``fuse_dir`` did before the pipeline) and the pipeline with
 processes'). Prints pairs per second and the ratio to sequential, for ``--method`` on all pairs and
 for ``--network`` on the first ``--network-pairs``. ``--memory N M`` also runs the widest pipeline
 on N and on M pairs and prints both peaks (the pipeline's memory must not grow with the folder).
+``--breakdown`` times the three stages of one pair (decoding both PNGs, fusing, encoding the output) with 1
+and with 2 torch threads, and prints the bound they put on any pipeline's speed-up on this machine:
+sequential time per pair / (CPU time per pair with one thread per stage / number of cores).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,6 +51,50 @@ print(json.dumps({"seconds": seconds, "written": len(report.written),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "workers_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
+
+
+_BREAKDOWN_CHILD = """
+import json, os, sys, tempfile, time
+import torch
+import ivfusion
+from ivfusion.io import read_image, write_image
+ir_dir, vis_dir, method, threads, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(threads)
+names = sorted(os.listdir(ir_dir))[:n]
+out = tempfile.mkdtemp()
+t = {"decode": 0.0, "fuse": 0.0, "encode": 0.0}
+ivfusion.fuse(read_image(os.path.join(ir_dir, names[0])), read_image(os.path.join(vis_dir, names[0])), method=method)
+for name in names:
+    t0 = time.perf_counter()
+    ir, vis = read_image(os.path.join(ir_dir, name)), read_image(os.path.join(vis_dir, name))
+    t1 = time.perf_counter()
+    fused = ivfusion.fuse(ir, vis, method=method, device="cpu")
+    t2 = time.perf_counter()
+    write_image(os.path.join(out, name), fused)
+    t3 = time.perf_counter()
+    t["decode"] += t1 - t0; t["fuse"] += t2 - t1; t["encode"] += t3 - t2
+print(json.dumps({k: v / len(names) for k, v in t.items()}))
+"""
+
+
+def breakdown(pair: Tuple[Path, Path], method: str, n: int) -> None:
+    """Per-pair stage times with 1 and 2 torch threads, and the speed-up bound they imply."""
+    res = {}
+    for threads in (1, 2):
+        proc = subprocess.run([sys.executable, "-c", _BREAKDOWN_CHILD, str(pair[0]), str(pair[1]), method,
+                               str(threads), str(n)], capture_output=True, text=True, check=True)
+        res[threads] = json.loads(proc.stdout.strip().splitlines()[-1])
+    cores = os.cpu_count() or 1
+    seq = sum(res[2].values())
+    cpu = sum(res[1].values())
+    print(f"\n| {method}, {n} pairs, ms per pair | decode 2 PNGs | fuse | encode PNG | total |")
+    print("|---|---:|---:|---:|---:|")
+    for threads in (1, 2):
+        r = res[threads]
+        print(f"| {threads} torch thread(s) | {r['decode'] * 1e3:.1f} | {r['fuse'] * 1e3:.1f} | "
+              f"{r['encode'] * 1e3:.1f} | {sum(r.values()) * 1e3:.1f} |")
+    print(f"\nbound on a pipeline's speed-up with {cores} cores: {seq * 1e3:.0f} ms sequential / "
+          f"({cpu * 1e3:.0f} ms of one-thread work / {cores}) = {seq / (cpu / cores):.2f}x")
 
 
 def make_pairs(root: Path, n: int, seed: int = 0) -> Tuple[Path, Path]:
@@ -89,6 +137,7 @@ def main() -> None:
     p.add_argument("--network-pairs", type=int, default=12)
     p.add_argument("--threads", type=int, default=2, help="torch threads of the fusing process")
     p.add_argument("--memory", type=int, nargs=2, default=None, metavar=("N", "M"))
+    p.add_argument("--breakdown", action="store_true", help="also time decode / fuse / encode per pair")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -112,6 +161,8 @@ def main() -> None:
         print("|---|---:|---|---:|---:|---:|---:|")
         for method, n, name, rate, ratio, rss, wrss in rows:
             print(f"| {method} | {n} | {name} | {rate:.2f} | {ratio:.2f}x | {rss:.0f} | {wrss:.0f} |")
+        if args.breakdown:
+            breakdown(subset(root / "breakdown", full, min(args.pairs, 40)), args.method, min(args.pairs, 40))
         if args.memory:
             print("\n| pipeline (workers 2, batch 8), method | pairs | peak RSS main (MB) | peak RSS worker (MB) |")
             print("|---|---:|---:|---:|")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import ivfusion
+from ivfusion.models import get_model_info
 from ivfusion import _memory, fusion
 
 from .conftest import REPO_ROOT, smooth_image
@@ -53,8 +54,9 @@ def test_cpu_tiles_only_when_one_pass_does_not_fit(monkeypatch, rng):
     monkeypatch.setattr(fusion, "available_cpu_bytes", lambda: 20 << 30)
     whole = ivfusion.fuse(ir, vis, "f3net", device="cpu")
     assert calls == []
-    # 300 * 280 px * 2048 B = 172 MB > 60 % of 200 MB: tiles of 256 (the smallest), 134 MB each
-    monkeypatch.setattr(fusion, "available_cpu_bytes", lambda: 200 << 20)
+    # 300 * 280 px * 3250 B = 273 MB > 60 % of 280 MB: tiles of 256 (the smallest), 213 MB each
+    assert get_model_info("f3net").cpu_bytes_per_pixel == 3250
+    monkeypatch.setattr(fusion, "available_cpu_bytes", lambda: 280 << 20)
     tiled = ivfusion.fuse(ir, vis, "f3net", device="cpu")
     assert calls == [256]
     assert tiled.shape == whole.shape and np.abs(tiled.astype(int) - whole.astype(int)).mean() < 2.0

@@ -59,8 +59,11 @@ def float32_head(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``head(x)`` in float32 with autocast off: for the last (1-channel) layer of a network, so that under
     bf16/fp16 autocast the output keeps float32 resolution (bf16 spaces values in [0.5, 1) by 2^-9, half
     an 8-bit grey level). The head is a small part of the work; its input is cast up once."""
+    x = x.to(torch.promote_types(x.dtype, torch.float32))  # float64 stays float64
+    if not torch.amp.is_autocast_available(x.device.type):  # e.g. "meta" (FLOP counting)
+        return head(x)
     with torch.autocast(x.device.type, enabled=False):
-        return head(x.to(torch.promote_types(x.dtype, torch.float32)))  # float64 stays float64
+        return head(x)
 
 
 def conv1x1(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
