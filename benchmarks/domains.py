@@ -6,7 +6,8 @@
 Domains: the four of the mixed split held back from ``shared/data/ivif/train`` (tno, msrs, llvip,
 roadscene; see ``ivfusion/train/mixed_val.json``), ``ivif/val/roadscene`` (38 pairs), and the
 medical pairs (MRI in the visible slot, CT/PET in the infrared slot). Every pair is fused at full
-size with ``ivfusion.fuse`` (the library's defaults: fp32 on the CPU), written as an 8-bit PNG under
+size with ``ivfusion.fuse`` in fp32 (the tables' precision; on CPUs with native bf16 the CPU default of
+DIDFuse and F3Net is bf16, within one grey level: ``precision.py``), written as an 8-bit PNG under
 ``--out/<method>/<domain>/`` (reused by later runs unless ``--overwrite``), and scored with
 ``ivfusion.metrics.evaluate`` (reference profile). Prints one markdown table per domain with each
 metric's mean and ``rel``, the mean of VIF and Qabf each divided by ``guided``'s on that domain
@@ -148,7 +149,7 @@ def main() -> None:
             for stem, ir, vis in pairs:
                 path = args.out / label.replace("/", "_") / domain.replace("/", "_") / f"{stem}.png"
                 if args.overwrite or not path.is_file():
-                    write_image(path, ivfusion.fuse(ir, vis, method=method, weights=weight))
+                    write_image(path, ivfusion.fuse(ir, vis, method=method, weights=weight, precision="fp32"))
                 for n, v in evaluate(path, ir, vis, TABLE_METRICS).items():
                     scores[n].append(v)
             table.setdefault(domain, {})[label] = {n: float(np.mean(v)) for n, v in scores.items()}
