@@ -89,10 +89,17 @@ class DIDFuseEncoder(nn.Module):
         self.conv3 = ConvBNAct(width, width, "tanh")  # background head
         self.conv4 = ConvBNAct(width, width, "tanh")  # detail head
 
+    def _heads_fold(self) -> bool:
+        return self.conv3.uses_running_stats() and self.conv4.uses_running_stats()
+
     def forward(self, x: torch.Tensor) -> Features:
-        f1, f2, bd = self.forward_joint(x)
-        b, d = bd.chunk(2, dim=1)
-        return f1, f2, b, d
+        if self._heads_fold():
+            f1, f2, bd = self.forward_joint(x)
+            b, d = bd.chunk(2, dim=1)
+            return f1, f2, b, d
+        f1 = self.conv1(x)
+        f2 = self.conv2(f1)
+        return f1, f2, self.conv3(f2), self.conv4(f2)  # training: no concatenation to undo
 
     def forward_joint(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x -> (F1, F2, [B, D])`` with ``B`` and ``D`` concatenated on channels ``(N, 128, H, W)``,
@@ -100,7 +107,7 @@ class DIDFuseEncoder(nn.Module):
         heads run as one 128-channel convolution."""
         f1 = self.conv1(x)
         f2 = self.conv2(f1)
-        if self.conv3.uses_running_stats() and self.conv4.uses_running_stats():
+        if self._heads_fold():
             (w3, b3), (w4, b4) = self.conv3.folded(), self.conv4.folded()
             bd = torch.tanh(F.conv2d(f2, torch.cat([w3, w4]), torch.cat([b3, b4]), padding=1))
         else:
