@@ -9,29 +9,20 @@ Each cell is the median of 5 calls after one warm-up, in ms and in ms per megapi
 """
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from contextlib import nullcontext
-from typing import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ivfusion._heap import heap_reuse, release_heap
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models import time_calls  # noqa: E402
+
 CASES = [(16, 16), (64, 64), (128, 64)]
 SIZES = [(128, 128), (640, 480), (1280, 1024)]
-
-
-def _median_ms(fn: Callable[[], object], repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -54,7 +45,7 @@ def main() -> int:
                         with torch.inference_mode(), (heap_reuse() if reuse else nullcontext()):
                             return F.conv2d(xs, ws, bias, padding=1)
 
-                    cells.append(_median_ms(call))
+                    cells.append(time_calls(call, torch.device("cpu"), warmup=1, repeats=5))
             release_heap()
             mp = w * h / 1e6
             print(f"| {cin}->{cout} | {w}x{h} | " + " | ".join(f"{c:.1f}" for c in cells)
