@@ -11,10 +11,11 @@ effect from glibc itself, for the duration of a call:
 * on entry, ``mallopt(M_MMAP_MAX, 0)`` (no ``mmap`` allocations) and ``M_TRIM_THRESHOLD`` at its
   maximum, so freed blocks stay in the heap and the next layer reuses them;
 * the cache outlives the call by :data:`RELEASE_AFTER_S` seconds, so that a loop of calls (a folder,
-  a video, a notebook cell) keeps reusing it, the way jemalloc's and tcmalloc's caches decay: when no
-  call has started for that long, a timer thread restores the limits to the values glibc's own
-  dynamic threshold reaches after it has seen large blocks (``mmap`` above 32 MiB, trim above 64 MiB)
-  and ``malloc_trim(0)`` hands the cached memory back to the kernel. :func:`release_heap` does it now.
+  a video, a notebook cell) keeps reusing it, the way jemalloc's and tcmalloc's caches decay: once no
+  call has run for that long, a watcher thread (one per idle period, not one per call) restores the
+  limits to the values glibc's dynamic threshold reaches after it has seen large blocks (``mmap``
+  above 32 MiB, trim above 64 MiB) and ``malloc_trim(0)`` hands the cached memory back to the kernel.
+  :func:`release_heap` does it now.
 
 What stays cached is at most the peak of one call, which the CPU tiling already bounds
 (``fuse(tile_size=None)``). Nested and concurrent uses (threads) share one count. Set
@@ -28,6 +29,7 @@ import ctypes.util
 import os
 import platform
 import threading
+import time
 from typing import Iterator, Optional
 
 __all__ = ["heap_reuse", "heap_reuse_supported", "release_heap", "RELEASE_AFTER_S"]
@@ -51,7 +53,10 @@ _depth = 0
 _libc: Optional[ctypes.CDLL] = None
 _probed = False
 _active = False  # limits currently lifted
-_timer: Optional[threading.Timer] = None
+_last_exit = 0.0  # time.monotonic() of the last outermost exit
+# One watcher thread per idle period (not one timer per call): it releases the cache once no call has
+# run for RELEASE_AFTER_S seconds.
+_timer: Optional[threading.Thread] = None
 
 
 def _glibc() -> Optional[ctypes.CDLL]:
@@ -91,24 +96,19 @@ def release_heap() -> None:
     if lib is None:
         return
     with _lock:
-        if _timer is not None:
-            _timer.cancel()
-            _timer = None
+        _timer = None  # a sleeping watcher sees it was superseded and leaves
         _restore_locked(lib)
 
 
 @contextlib.contextmanager
 def heap_reuse() -> Iterator[None]:
     """Context in which glibc keeps freed memory for reuse instead of unmapping it (see module doc)."""
-    global _depth, _active, _timer
+    global _depth, _active, _timer, _last_exit
     lib = _glibc() if heap_reuse_supported() else None
     if lib is None:
         yield
         return
     with _lock:
-        if _timer is not None:
-            _timer.cancel()
-            _timer = None
         _depth += 1
         if not _active:
             lib.mallopt(_M_MMAP_MAX, 0)
@@ -120,14 +120,23 @@ def heap_reuse() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _timer = threading.Timer(RELEASE_AFTER_S, _release_if_idle, args=(lib,))
-                _timer.daemon = True
-                _timer.start()
+                _last_exit = time.monotonic()
+                # is_alive(): in a forked child the parent's watcher object exists but does not run.
+                if _timer is None or not _timer.is_alive():
+                    _timer = threading.Thread(target=_release_when_idle, args=(lib,), daemon=True,
+                                              name="ivfusion-heap-release")
+                    _timer.start()
 
 
-def _release_if_idle(lib: ctypes.CDLL) -> None:
+def _release_when_idle(lib: ctypes.CDLL) -> None:
     global _timer
-    with _lock:
-        if threading.current_thread() is _timer:
-            _timer = None
-        _restore_locked(lib)
+    while True:
+        with _lock:
+            if threading.current_thread() is not _timer:
+                return  # released meanwhile by release_heap()
+            wait = _last_exit + RELEASE_AFTER_S - time.monotonic() if _depth == 0 else RELEASE_AFTER_S
+            if wait <= 0:
+                _timer = None
+                _restore_locked(lib)
+                return
+        time.sleep(wait)
