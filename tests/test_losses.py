@@ -214,6 +214,20 @@ def test_refinefuse_matches_loops(images):
     assert total.item() == pytest.approx(5 * intensity + texture, abs=1e-11)
 
 
+def test_refinefuse_edge_and_ssim_terms_match_loops(images):
+    f, i, v = images
+    edge = np.mean([((grad_l1(a, "reflect") - np.maximum(grad_l1(b, "reflect"), grad_l1(c, "reflect"))) ** 2).mean()
+                    for a, b, c in zip(f, i, v)])
+    ssim = 1 - np.mean([ssim_map_ref(a, np.maximum(b, c)).mean() for a, b, c in zip(f, i, v)])
+    base, terms = refinefuse_loss(t(f), t(i), t(v), lam=0.5)
+    assert set(terms) == set(LOSS_TERMS["refinefuse"])
+    assert terms["edge"].item() == pytest.approx(edge, abs=1e-12)
+    assert terms["ssim"].item() == pytest.approx(ssim, abs=1e-12)
+    # logged whatever their weights; they enter the total only through them
+    total, _ = refinefuse_loss(t(f), t(i), t(v), lam=0.5, edge_weight=5.0, ssim_weight=2.0)
+    assert total.item() == pytest.approx(base.item() + 5 * edge + 2 * ssim, abs=1e-11)
+
+
 def test_refinefuse_explicit_mask_closed_form():
     f = torch.full((1, 1, 6, 6), 0.5, dtype=torch.float64)
     i = torch.full_like(f, 0.9)

@@ -11,7 +11,7 @@ network        loss                                                             
 =============  =====================================================================  ==========
 F3Net          ``1 L_pixel + 100 L_gradient + 10 L_ssim``                              4.7
 DIDFuse        reconstruction (MSE + 5 SSIM) x 2, feature decomposition, VIS gradient  2.5
-RefineFuse     ``5 L_int + L_text`` with infrared masks (contrast / margin / saliency)     5.7
+RefineFuse     ``5 L_int + L_text``, infrared masks, optional edge / SSIM terms        5.7
 FISCNet        ``3 L_mask + 10 L_max + 10 L_grad`` with VSM saliency maps              3.8
 =============  =====================================================================  ==========
 """
@@ -43,7 +43,7 @@ LossOutput = Tuple[torch.Tensor, Dict[str, torch.Tensor]]
 LOSS_TERMS: Dict[str, Tuple[str, ...]] = {
     "f3net": ("pixel", "gradient", "ssim"),
     "didfuse": ("rec_ir", "rec_vis", "background", "detail", "gradient"),
-    "refinefuse": ("intensity", "texture"),
+    "refinefuse": ("intensity", "texture", "edge", "ssim"),
     "fiscnet": ("mask", "max", "gradient"),
 }
 
@@ -235,8 +235,10 @@ def refinefuse_loss(
     mask_sigma: float = 1.5,
     margin_ratio: float = 4.0,
     margin_floor: float = (4.0 / 255.0) ** 2,
+    edge_weight: float = 0.0,
+    ssim_weight: float = 0.0,
 ) -> LossOutput:
-    """RefineFuse (MODELS.md 5.7): ``lam L_int + L_text`` with ``lam = 5``.
+    """RefineFuse (MODELS.md 5.7): ``lam L_int + L_text`` with ``lam = 5``, plus two optional terms.
 
     * ``L_int = mean|M_I (F - I)| + mean|M_V (F - V)|``, ``M_V = 1 - M_I``
     * ``L_text = sum over d in {x, y} of mean| |S_d * F| - max(|S_d * I|, |S_d * V|) |``
@@ -262,10 +264,20 @@ def refinefuse_loss(
       of F3Net's SSIM term): a daytime sky stays as bright as the visible image, a warm body as
       bright as the infrared, instead of either image being copied wholesale.
 
+    Two terms that MODELS.md 5.7 does not have, off by default (weight 0), for the ablation of
+    issue 16 (RefineFuse's outputs were smoother than F3Net's and lost edge strength, Qabf):
+
+    * ``edge_weight L_edge``, ``L_edge = mean((G(F) - max(G(I), G(V)))^2)`` with ``G`` the L1 Sobel
+      magnitude (F3Net's gradient term, MODELS.md 4.7): squared, so strong source edges, which
+      dominate Qabf's weighting, cost more than in the L1 ``L_text``;
+    * ``ssim_weight L_ssim``, ``L_ssim = 1 - mean(SSIM(F, max(I, V)))`` (F3Net's structure term).
+
+    Both are computed and logged whatever their weights (they cost little next to the network).
+
     ``saliency_ir`` is the infrared saliency map ``M_sal`` (``{0, 1}``, shaped like ``ir``; the
     trainer feeds the ``"ir_bright"`` maps of :class:`~ivfusion.train.data.PairedFusionDataset`).
     Which rule the shipped weights use, and the ablation that chose it, is in their manifest
-    recipe. Terms: ``intensity``, ``texture``.
+    recipe. Terms: ``intensity``, ``texture``, ``edge``, ``ssim`` (unweighted).
     """
     fused, ir, vis = _check(("fused", "ir", "vis"), fused, ir, vis)
     if mask not in REFINEFUSE_MASKS:
@@ -303,11 +315,12 @@ def refinefuse_loss(
     fx, fy = sobel(fused, padding="reflect")
     ix, iy = sobel(ir, padding="reflect")
     vx, vy = sobel(vis, padding="reflect")
-    texture = (fx.abs() - torch.maximum(ix.abs(), vx.abs())).abs().mean() + (
-        fy.abs() - torch.maximum(iy.abs(), vy.abs())
-    ).abs().mean()
-    total = lam * intensity + texture
-    return total, _terms(intensity=intensity, texture=texture)
+    fx, fy, ix, iy, vx, vy = (t.abs() for t in (fx, fy, ix, iy, vx, vy))
+    texture = (fx - torch.maximum(ix, vx)).abs().mean() + (fy - torch.maximum(iy, vy)).abs().mean()
+    edge = ((fx + fy) - torch.maximum(ix + iy, vx + vy)).square().mean()
+    ssim = 1.0 - ssim_loss_map(fused, torch.maximum(ir, vis)).mean()
+    total = lam * intensity + texture + float(edge_weight) * edge + float(ssim_weight) * ssim
+    return total, _terms(intensity=intensity, texture=texture, edge=edge, ssim=ssim)
 
 
 # ------------------------------------------------------------------------------------ FISCNet
