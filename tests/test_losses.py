@@ -259,6 +259,10 @@ def test_fiscnet_matches_loops(rng, images):
     assert terms["max"].item() == pytest.approx(np.mean(mx), abs=1e-12)
     assert terms["gradient"].item() == pytest.approx(np.mean(gr), abs=1e-12)
     assert total.item() == pytest.approx(3 * mask_term + 10 * np.mean(mx) + 10 * np.mean(gr), abs=1e-10)
+    ssim = 1 - np.mean([ssim_map_ref(a, np.maximum(b, c)).mean() for a, b, c in zip(f, i, v)])
+    assert terms["ssim"].item() == pytest.approx(ssim, abs=1e-12)
+    with_ssim, _ = fiscnet_loss(t(f), t(i), t(v), t(masks), ssim_weight=4.0)
+    assert with_ssim.item() == pytest.approx(total.item() + 4 * ssim, abs=1e-10)
 
 
 def test_fiscnet_mask_term_closed_form():

@@ -44,7 +44,7 @@ LOSS_TERMS: Dict[str, Tuple[str, ...]] = {
     "f3net": ("pixel", "gradient", "ssim"),
     "didfuse": ("rec_ir", "rec_vis", "background", "detail", "gradient"),
     "refinefuse": ("intensity", "texture", "edge", "ssim"),
-    "fiscnet": ("mask", "max", "gradient"),
+    "fiscnet": ("mask", "max", "gradient", "ssim"),
 }
 
 
@@ -82,6 +82,11 @@ def sobel_l1_magnitude(x: torch.Tensor, padding: str = "reflect") -> torch.Tenso
 def ssim_loss_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """SSIM map of MODELS.md 1.5: Gaussian window 11 (sigma 1.5), ``L = 1``, zero "same" padding."""
     return ssim_map(x, y, window="gaussian", size=11, sigma=1.5, data_range=1.0, padding="zero")
+
+
+def _ssim_to_max(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """``1 - mean(SSIM(F, max(I, V)))``: F3Net's structure term, optional in RefineFuse and FISCNet."""
+    return 1.0 - ssim_loss_map(fused, torch.maximum(ir, vis)).mean()
 
 
 #: RefineFuse's infrared-mask rules (``refinefuse_loss(mask=...)``).
@@ -143,7 +148,7 @@ def f3net_loss(
     pixel = (fused - ir).square().mean() + (fused - vis).square().mean()
     g_src = torch.maximum(sobel_l1_magnitude(ir), sobel_l1_magnitude(vis))
     gradient = (sobel_l1_magnitude(fused) - g_src).square().mean()
-    ssim = 1.0 - ssim_loss_map(fused, torch.maximum(ir, vis)).mean()
+    ssim = _ssim_to_max(fused, ir, vis)
     total = w1 * pixel + w2 * gradient + w3 * ssim
     return total, _terms(pixel=pixel, gradient=gradient, ssim=ssim)
 
@@ -318,7 +323,7 @@ def refinefuse_loss(
     fx, fy, ix, iy, vx, vy = (t.abs() for t in (fx, fy, ix, iy, vx, vy))
     texture = (fx - torch.maximum(ix, vx)).abs().mean() + (fy - torch.maximum(iy, vy)).abs().mean()
     edge = ((fx + fy) - torch.maximum(ix + iy, vx + vy)).square().mean()
-    ssim = 1.0 - ssim_loss_map(fused, torch.maximum(ir, vis)).mean()
+    ssim = _ssim_to_max(fused, ir, vis)
     total = lam * intensity + texture + float(edge_weight) * edge + float(ssim_weight) * ssim
     return total, _terms(intensity=intensity, texture=texture, edge=edge, ssim=ssim)
 
@@ -333,6 +338,7 @@ def fiscnet_loss(
     mask_vis: torch.Tensor,
     *,
     weights: Sequence[float] = (3.0, 10.0, 10.0),
+    ssim_weight: float = 0.0,
 ) -> LossOutput:
     """FISCNet (MODELS.md 3.8): ``3 L_mask + 10 L_max + 10 L_grad`` on the **clamped** output ``F``.
 
@@ -342,7 +348,12 @@ def fiscnet_loss(
     * ``L_grad = mean|G(F) - max(G(V), G(I))|``, ``G`` the L1 Sobel magnitude with zero padding 1
 
     ``mask_vis`` is the visible image's saliency map ``M_v`` in ``[0, 1]`` (8-bit quantised VSM,
-    see :func:`ivfusion.train.data.vsm_saliency`). Terms: ``mask``, ``max``, ``gradient``.
+    see :func:`ivfusion.train.data.vsm_saliency`).
+
+    ``ssim_weight L_ssim`` with ``L_ssim = 1 - mean(SSIM(F, max(I, V)))`` is not in the official loss
+    (weight 0 by default; always computed and logged): F3Net's structure term, for issue 16's
+    ablation (it raised RefineFuse's VIF on every domain). Terms: ``mask``, ``max``, ``gradient``,
+    ``ssim``.
     """
     fused, ir, vis, mask_vis = _check(("fused", "ir", "vis", "mask_vis"), fused, ir, vis, mask_vis)
     w_mask, w_max, w_grad = (float(w) for w in weights)
@@ -351,5 +362,6 @@ def fiscnet_loss(
     max_term = (fused - torch.maximum(vis, ir)).abs().mean()
     g_src = torch.maximum(sobel_l1_magnitude(vis, "zero"), sobel_l1_magnitude(ir, "zero"))
     gradient = (sobel_l1_magnitude(fused, "zero") - g_src).abs().mean()
-    total = w_mask * mask + w_max * max_term + w_grad * gradient
-    return total, _terms(mask=mask, max=max_term, gradient=gradient)
+    ssim = _ssim_to_max(fused, ir, vis)
+    total = w_mask * mask + w_max * max_term + w_grad * gradient + float(ssim_weight) * ssim
+    return total, _terms(mask=mask, max=max_term, gradient=gradient, ssim=ssim)
