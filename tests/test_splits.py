@@ -108,7 +108,7 @@ def test_val_max_side_shrinks_validation_images(tmp_path, split_data):
     cfg = TrainConfig.for_method("f3net", data=[str(a), str(b)], val_split=str(split), val_max_side=20,
                                  out=str(tmp_path / "run"), steps=1, batch_size=1, crop=32, workers=0, progress=False)
     trainer = Trainer(cfg)
-    sets = trainer._val_data()
+    sets = trainer.validation.pairs()
     assert tuple(sets["beta"][0][1].shape[-2:]) == (12, 20)  # 36x60 -> longer side 20
     assert torch.equal(sets["beta"][0][3], sets["beta"][0][3].round())  # 8-bit levels for the metrics
 

@@ -31,6 +31,7 @@ from .losses import (
     ssim_loss_map,
 )
 from .trainer import DATA_TERMS, Trainer, TrainResult, data_folder_name, hardware_description, train
+from .validation import Validation
 
 __all__ = [
     "METHODS",
@@ -61,4 +62,5 @@ __all__ = [
     "data_folder_name",
     "hardware_description",
     "train",
+    "Validation",
 ]

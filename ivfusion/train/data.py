@@ -37,6 +37,7 @@ from ..io import ImageLike, is_grey, pair_files, to_chw_tensor, to_unit_range
 
 __all__ = [
     "PairFiles",
+    "data_folder_name",
     "find_pairs",
     "load_luma",
     "vsm_saliency",
@@ -75,6 +76,16 @@ class PairFiles:
     vis: Path
     #: The folder given to :func:`find_pairs` (the one holding ``ir/`` and ``vi/``).
     folder: Path
+
+
+def data_folder_name(folder: str) -> str:
+    """Short name of a data folder for the manifest: the path from ``ivif``/``medical`` on
+    (``.../data/ivif/train/tno`` -> ``ivif/train/tno``), else the folder's own name."""
+    parts = Path(folder).expanduser().resolve().parts
+    for anchor in ("ivif", "medical"):
+        if anchor in parts:
+            return "/".join(parts[len(parts) - 1 - parts[::-1].index(anchor):])
+    return parts[-1] if parts else str(folder)
 
 
 def find_pairs(folders: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> List[PairFiles]:

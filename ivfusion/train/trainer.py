@@ -18,7 +18,6 @@ on CUDA up to the nondeterminism of cuDNN kernels unless ``deterministic=True``)
 from __future__ import annotations
 
 import contextlib
-import csv
 import inspect
 import json
 import math
@@ -28,7 +27,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 import numpy as np
 import torch
@@ -36,18 +35,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .._progress import progress_bar
 from .._version import __version__
-from ..classical import fuse_guided
 from ..distributed import dist_info, init_distributed, rank_device
 from ..io import write_atomic
-from ..metrics import evaluate_batch, prepare_image
-from ..metrics.registry import resolve_metrics
 from ..models import create_model, get_model_info, load_weights
 from ..models.didfuse import FUSION_RULES
 from .export import export_checkpoint
 from . import losses as L
 from .config import TrainConfig, lr_factor
-from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, find_pairs, load_luma, make_loader
-from .splits import exclude_split, split_pairs
+from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, data_folder_name, find_pairs, make_loader
+from .splits import exclude_split
+from ._runlog import RunLog
+from .validation import Validation, mean_over_domains
 
 __all__ = ["Trainer", "TrainResult", "train", "DATA_TERMS", "data_folder_name", "hardware_description"]
 
@@ -96,16 +94,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-def data_folder_name(folder: str) -> str:
-    """Short name of a data folder for the manifest: the path from ``ivif``/``medical`` on
-    (``.../data/ivif/train/tno`` -> ``ivif/train/tno``), else the folder's own name."""
-    parts = Path(folder).expanduser().resolve().parts
-    for anchor in ("ivif", "medical"):
-        if anchor in parts:
-            return "/".join(parts[len(parts) - 1 - parts[::-1].index(anchor):])
-    return parts[-1] if parts else str(folder)
 
 
 def _terms_of(folder: str) -> str:
@@ -174,54 +162,6 @@ def _resolve_precision(precision: str, device: torch.device, half_ok: bool) -> O
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision: 'fp16' needs a CUDA device (use 'bf16' or 'fp32' on CPU)")
     return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-class _Log:
-    """CSV + JSON-lines log with a fixed column set."""
-
-    def __init__(self, out: Path, columns: Sequence[str], enabled: bool = True) -> None:
-        self.enabled = enabled  # only rank 0 writes the files under torchrun
-        self.csv_path = out / "train_log.csv"
-        self.jsonl_path = out / "train_log.jsonl"
-        self.columns = list(columns)
-        self.rows: List[Dict[str, Any]] = []
-
-    def truncate_after(self, step: int) -> None:
-        """Drop rows of steps after ``step`` (written by a run that is being resumed)."""
-        if not self.enabled:
-            return
-        kept: List[str] = []
-        if self.jsonl_path.is_file():
-            for line in self.jsonl_path.read_text(encoding="utf-8").splitlines():
-                with contextlib.suppress(json.JSONDecodeError):
-                    row = json.loads(line)
-                    # end-of-run rows (DIDFuse's rule comparison) are written again when the run ends
-                    if row.get("step", 0) <= step and not str(row.get("kind", "")).startswith("val_rule"):
-                        kept.append(line)
-        self.jsonl_path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        with open(self.csv_path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore", restval="")
-            writer.writeheader()
-            for line in kept:
-                writer.writerow(json.loads(line))
-
-    def start(self, fresh: bool) -> None:
-        if self.enabled and (fresh or not self.csv_path.is_file()):
-            with open(self.csv_path, "w", newline="", encoding="utf-8") as fh:
-                csv.DictWriter(fh, fieldnames=self.columns).writeheader()
-            self.jsonl_path.write_text("", encoding="utf-8")
-
-    def write(self, row: Dict[str, Any]) -> None:
-        self.rows.append(row)
-        if not self.enabled:
-            return
-        with open(self.csv_path, "a", newline="", encoding="utf-8") as fh:
-            csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore", restval="").writerow(row)
-        with open(self.jsonl_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-
-
-# ------------------------------------------------------------------------------------ trainer
 
 
 class Trainer:
@@ -338,10 +278,9 @@ class Trainer:
         self.best: Dict[str, Any] = {"score": None, "step": None, "metrics": {}}
         self._acc: Dict[str, torch.Tensor] = {}
         self._acc_count = 0
-        self._val_cache: Optional[Dict[str, List[Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]]] = None
-        self._guided: Optional[Dict[str, Dict[str, float]]] = None
-        self.val_metrics_names = list(cfg.val_metrics)
-        self._log = _Log(self.out, ["kind", "step", "epoch", "lr", *self.term_names, *self.val_metrics_names,
+        #: The held-back pairs and the checkpoint-selection score.
+        self.validation = Validation(cfg, self.device)
+        self._log = RunLog(self.out, ["kind", "step", "epoch", "lr", *self.term_names, *self.val_metrics_names,
                                     "score", "elapsed_s"], enabled=self.dist.is_main)
         #: Every length (in steps) the run was trained to, the current one last.
         self.segments: List[int] = [self.total_steps]
@@ -493,52 +432,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
 
-    def _val_item(self, p) -> Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        ir = torch.from_numpy(load_luma(p.ir, name=f"ir image {p.ir}"))
-        vis = torch.from_numpy(load_luma(p.vis, name=f"visible image {p.vis}"))
-        if ir.shape != vis.shape:
-            raise ValueError(f"validation pair {p.stem!r}: infrared and visible differ in size")
-        side = self.config.val_max_side
-        if side is not None and max(ir.shape) > side:
-            scale = side / max(ir.shape)
-            size = (max(1, round(ir.shape[0] * scale)), max(1, round(ir.shape[1] * scale)))
-            # Area-averaged and rounded to 8 bits, so the network and the metrics see one image.
-            ir_ref, vis_ref = (torch.nn.functional.interpolate(x.double()[None, None], size=size, mode="area").round()
-                               for x in (ir, vis))
-            ir, vis = ir_ref, vis_ref
-        else:
-            ir, vis = ir[None, None], vis[None, None]
-            ir_ref = prepare_image(p.ir, name="ir", device="cpu")
-            vis_ref = prepare_image(p.vis, name="vis", device="cpu")
-        return (p.stem, (ir.float() / 255.0).to(self.device), (vis.float() / 255.0).to(self.device),
-                ir_ref.to(self.device), vis_ref.to(self.device))
-
-    def _val_data(self) -> Dict[str, List[Tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]]:
-        """Validation pairs by domain: the split's domains, then ``config.val`` (first ``val_limit``)."""
-        if self._val_cache is None:
-            cfg = self.config
-            sets = dict(split_pairs(cfg.val_split, cfg.data)) if cfg.val_split is not None else {}
-            if cfg.val is not None:
-                pairs = find_pairs(cfg.val)
-                if cfg.val_limit is not None:
-                    pairs = pairs[: cfg.val_limit]
-                sets[data_folder_name(cfg.val)] = pairs
-            if not sets:
-                raise ValueError("val, val_split: no validation pairs (give val, or a val_split matching data)")
-            self._val_cache = {domain: [self._val_item(p) for p in pairs] for domain, pairs in sets.items()}
-        return self._val_cache
-
-    def _score_pairs(self, fn, pairs) -> Dict[str, float]:
-        sums: Dict[str, float] = {name: 0.0 for name in self.val_metrics_names}
-        for _, ir, vis, ir_ref, vis_ref in pairs:
-            fused255 = torch.round(fn(ir, vis).float().clamp(0.0, 1.0).double() * 255.0)
-            scores = evaluate_batch(fused255, ir_ref, vis_ref, self.val_metrics_names, profile=self.config.val_profile)
-            for name, value in scores.items():
-                sums[name] += float(value.sum())
-        return {name: total / len(pairs) for name, total in sums.items()}
+    @property
+    def val_metrics_names(self) -> List[str]:
+        """The metrics computed at each validation (``config.val_metrics``)."""
+        return self.validation.metric_names
 
     def validate_domains(self, **forward_options: Any) -> Dict[str, Dict[str, float]]:
-        """Mean validation metrics per domain (see :meth:`_val_data`): luma through the network in
+        """Mean validation metrics per domain (:meth:`Validation.pairs`): luma through the network in
         eval mode (float32, ``torch.inference_mode``), the output rounded to 8 bits, scored with
         :func:`ivfusion.metrics.evaluate_batch`. ``forward_options`` go to the network (e.g.
         DIDFuse's ``rule``)."""
@@ -547,39 +447,26 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
-                return {d: self._score_pairs(lambda i, v: self.model(i, v, **forward_options), pairs)
-                        for d, pairs in self._val_data().items()}
+            return self.validation.domains(lambda i, v: self.model(i, v, **forward_options))
         finally:
             self.model.train(was_training)
 
     def validate(self, **forward_options: Any) -> Dict[str, float]:
         """Validation metrics averaged over the domains of :meth:`validate_domains` (with one
         validation folder and no split: that folder's mean metrics)."""
-        return _mean_over_domains(self.validate_domains(**forward_options))
+        return mean_over_domains(self.validate_domains(**forward_options))
 
     def guided_metrics(self) -> Dict[str, Dict[str, float]]:
         """The ``guided`` baseline's validation metrics per domain (computed once)."""
-        if self._guided is None:
-            with torch.inference_mode():
-                self._guided = {d: self._score_pairs(fuse_guided, pairs) for d, pairs in self._val_data().items()}
-        return self._guided
+        return self.validation.guided()
 
     def score(self, metrics: Dict[str, float]) -> float:
         """The sum of the :attr:`TrainConfig.select` metrics of one metrics dict."""
-        return float(sum(metrics[name] for name in resolve_metrics(self.config.select_metrics)))
+        return self.validation.score(metrics)
 
     def score_domains(self, domains: Dict[str, Dict[str, float]]) -> float:
-        """The best-checkpoint criterion. Without a split: :meth:`score` of the domains' mean.
-        With ``val_split``: the mean over domains and :attr:`TrainConfig.select` metrics of each
-        metric divided by ``guided``'s on that domain, so that no domain dominates by its scale
-        (1.0 = as good as ``guided`` everywhere)."""
-        if self.config.val_split is None:
-            return self.score(_mean_over_domains(domains))
-        names = resolve_metrics(self.config.select_metrics)
-        guided = self.guided_metrics()
-        ratios = [domains[d][n] / guided[d][n] if guided[d][n] else 0.0 for d in domains for n in names]
-        return float(sum(ratios) / len(ratios))
+        """The best-checkpoint criterion (:meth:`Validation.score_domains`)."""
+        return self.validation.score_domains(domains)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -765,7 +652,7 @@ class Trainer:
 
     def _run_validation(self) -> Dict[str, Any]:
         domains = self.validate_domains()
-        metrics = _mean_over_domains(domains)
+        metrics = mean_over_domains(domains)
         score = self.score_domains(domains)
         improved = self.best["score"] is None or score > self.best["score"]
         if improved:
@@ -879,7 +766,7 @@ class Trainer:
                 rule_scores = {}
                 for rule in FUSION_RULES:
                     domains = self.validate_domains(rule=rule)
-                    result.rule_metrics[rule] = _mean_over_domains(domains)
+                    result.rule_metrics[rule] = mean_over_domains(domains)
                     rule_scores[rule] = self.score_domains(domains)
                 result.best_rule = max(rule_scores, key=rule_scores.get)
                 for rule, metrics in result.rule_metrics.items():
@@ -922,13 +809,6 @@ class _DIDFuseStep(torch.nn.Module):
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> Tuple[Any, Any, Any, Any]:
         return _didfuse_forward(self.model.encode, self.model.decode, ir, vis)
-
-
-def _mean_over_domains(domains: Dict[str, Dict[str, float]]) -> Dict[str, float]:
-    names = next(iter(domains.values())).keys()
-    return {n: sum(m[n] for m in domains.values()) / len(domains) for n in names}
-
-
 
 
 def train(config: TrainConfig, *, resume: bool = False, stream: Optional[TextIO] = None) -> TrainResult:
