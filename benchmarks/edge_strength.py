@@ -20,21 +20,15 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from ivfusion.filters import sobel
 from ivfusion.metrics import prepare_image
+from ivfusion.train import sobel_l1_magnitude
 
 from domains import SHARED, domains
 
 
-def sobel_l1(x: torch.Tensor) -> torch.Tensor:
-    """``|S_x * x| + |S_y * x|``, ``(1, 1, H, W)`` -> same shape (reflect padding)."""
-    gx, gy = sobel(x, padding="reflect")
-    return gx.abs() + gy.abs()
-
-
 def kept_fraction(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor, top: float) -> Dict[str, float]:
     """Median ``G(F) / max(G(I), G(V))`` over the strongest-edge pixels, split by the winning source."""
-    g_ir, g_vis, g_f = sobel_l1(ir), sobel_l1(vis), sobel_l1(fused)
+    g_ir, g_vis, g_f = (sobel_l1_magnitude(x) for x in (ir, vis, fused))
     g_src = torch.maximum(g_ir, g_vis)
     strong = g_src >= torch.quantile(g_src.flatten().float(), 1.0 - top).to(g_src.dtype)
     strong &= g_src > 0

@@ -53,6 +53,3 @@ class RunLog:
             csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore", restval="").writerow(row)
         with open(self.jsonl_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-
-
-# ------------------------------------------------------------------------------------ trainer
