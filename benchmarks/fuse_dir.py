@@ -32,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivfusion.io import write_image  # noqa: E402
-from ivfusion.train.trainer import hardware_description  # noqa: E402
+from ivfusion.train import hardware_description  # noqa: E402
 
 CONFIGS: List[Tuple[str, int, int]] = [("sequential", 0, 1), ("workers 0, batch 8", 0, 8),
                                        ("workers 2, batch 1", 2, 1), ("workers 2, batch 8", 2, 8)]

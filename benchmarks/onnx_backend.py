@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivfusion.deploy import OnnxFusion, export_onnx  # noqa: E402
 from ivfusion.models import create_model, list_models  # noqa: E402
-from ivfusion.train.trainer import hardware_description  # noqa: E402
+from ivfusion.train import hardware_description  # noqa: E402
 
 
 def _ms(fn, *args) -> float:

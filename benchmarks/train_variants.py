@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivfusion.train import Trainer, TrainConfig  # noqa: E402
-from ivfusion.train.trainer import hardware_description  # noqa: E402
+from ivfusion.train import hardware_description  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import synthetic_folder  # noqa: E402

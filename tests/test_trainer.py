@@ -22,7 +22,7 @@ from ivfusion.train import (
     data_folder_name,
     lr_factor,
 )
-from ivfusion.train.trainer import DATA_TERMS
+from ivfusion.train import DATA_TERMS
 
 from .conftest import VAL_DIR, require, smooth_image
 

@@ -13,6 +13,7 @@ from .data import (
     PairFiles,
     StepBatchSampler,
     batch_to_device,
+    data_folder_name,
     epoch_permutation,
     find_pairs,
     load_luma,
@@ -30,7 +31,9 @@ from .losses import (
     sobel_l1_magnitude,
     ssim_loss_map,
 )
-from .trainer import DATA_TERMS, Trainer, TrainResult, data_folder_name, hardware_description, train
+from ._manifest import DATA_TERMS
+from ._runtime import hardware_description
+from .trainer import Trainer, TrainResult, train
 from .validation import Validation
 
 __all__ = [

@@ -21,9 +21,6 @@ import contextlib
 import inspect
 import json
 import math
-import platform
-import random
-import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,26 +33,19 @@ from torch.nn.parallel import DistributedDataParallel
 from .._progress import progress_bar
 from .._version import __version__
 from ..distributed import dist_info, init_distributed, rank_device
-from ..io import write_atomic
 from ..models import create_model, get_model_info, load_weights
 from ..models.didfuse import FUSION_RULES
 from .export import export_checkpoint
 from . import losses as L
 from .config import TrainConfig, lr_factor
-from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, data_folder_name, find_pairs, make_loader
+from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, find_pairs, make_loader
 from .splits import exclude_split
+from ._manifest import LENGTH_FIELDS, RUNTIME_FIELDS, manifest_fields, reproduce_command
 from ._runlog import RunLog
+from ._runtime import atomic_save, hardware_description, resolve_device, resolve_precision, rng_state, set_rng_state
 from .validation import Validation, mean_over_domains
 
-__all__ = ["Trainer", "TrainResult", "train", "DATA_TERMS", "data_folder_name", "hardware_description"]
-
-#: Terms of use of the known training folders (``shared/data/README.md``), by folder name.
-DATA_TERMS: Dict[str, str] = {
-    "llvip": "non-commercial research only",
-    "roadscene": "academic use, cite the papers",
-    "tno": "CC BY 4.0",
-    "msrs": "MIT",
-}
+__all__ = ["Trainer", "TrainResult", "train"]
 
 _LOSS_FUNCTIONS = {
     "f3net": L.f3net_loss,
@@ -64,12 +54,6 @@ _LOSS_FUNCTIONS = {
     "fiscnet": L.fiscnet_loss,
 }
 _MAX_INIT_DRAWS = 10
-# Fields a resumed run may change (every other config field must match the checkpoint's).
-_RUNTIME_FIELDS = {"data", "val", "out", "device", "workers", "val_every", "val_limit", "val_metrics", "val_profile",
-                   "select", "ckpt_every", "log_every", "export", "license", "progress", "compile", "val_max_side",
-                   "channels_last", "deterministic"}
-# Fields that set the run's length: they may grow when a run is extended.
-_LENGTH_FIELDS = frozenset({"steps", "epochs"})
 
 
 @dataclass
@@ -91,77 +75,6 @@ class TrainResult:
     history: List[Dict[str, Any]] = field(default_factory=list)
     wall_time_s: float = 0.0
     export: Optional[Any] = None
-
-
-# ------------------------------------------------------------------------------------ helpers
-
-
-def _terms_of(folder: str) -> str:
-    return DATA_TERMS.get(Path(folder).name.lower(), "unknown: check the dataset's terms")
-
-
-def hardware_description(device: torch.device) -> str:
-    """``"1x NVIDIA H100 80GB HBM3"`` on CUDA, the CPU model and thread count otherwise."""
-    if device.type == "cuda":
-        return f"1x {torch.cuda.get_device_name(device)}"
-    name = platform.processor() or ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    n = torch.get_num_threads()
-    return f"CPU {name or platform.machine()} ({n} thread{'' if n == 1 else 's'})"
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    write_atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
-def _rng_state(device: torch.device) -> Dict[str, Any]:
-    # Only tensors, numbers, strings, lists and dicts: torch.load(weights_only=True) must read it.
-    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    version, mt, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if device.type == "cuda" else [],
-        "numpy": [str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "python": [int(version), [int(v) for v in mt], gauss],
-    }
-
-
-def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state.get("cuda"):
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    version, mt, gauss = state["python"]
-    random.setstate((int(version), tuple(int(v) for v in mt), gauss))
-
-
-def _resolve_device(name: Optional[str]) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} requested but CUDA is not available")
-    return dev
-
-
-def _resolve_precision(precision: str, device: torch.device, half_ok: bool) -> Optional[torch.dtype]:
-    """The autocast dtype (``None`` = float32 throughout)."""
-    if precision == "auto":
-        if device.type != "cuda" or not half_ok:
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp32":
-        return None
-    if not half_ok:
-        raise ValueError(f"precision: {precision!r} is not supported by this network (float32 only)")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision: 'fp16' needs a CUDA device (use 'bf16' or 'fp32' on CPU)")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 class Trainer:
@@ -203,10 +116,10 @@ class Trainer:
         if self.dist.distributed and cfg.batch_size % self.dist.world_size:
             raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {self.dist.world_size} ranks "
                              "of this torchrun launch (each rank takes an equal share of every batch)")
-        self.device = _resolve_device(rank_device(cfg.device))
+        self.device = resolve_device(rank_device(cfg.device))
         self.owns_process_group = init_distributed(self.device) if self.dist.distributed else False
         info = get_model_info(cfg.method)
-        self.amp_dtype = _resolve_precision(cfg.precision, self.device, info.half_precision)
+        self.amp_dtype = resolve_precision(cfg.precision, self.device, info.half_precision)
         self.channels_last = self.device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
 
         loss_fn = _LOSS_FUNCTIONS[cfg.method]
@@ -482,7 +395,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "rng": _rng_state(self.device),
+            "rng": rng_state(self.device),
             "best": dict(self.best),
             "elapsed_s": float(self.elapsed),
             "init_draws": self.init_draws,
@@ -492,7 +405,7 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: Path) -> None:
-        _atomic_save(self.state_dict(), Path(path))
+        atomic_save(self.state_dict(), Path(path))
 
     def load_checkpoint(self, path: Path, *, extend: bool = False) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint` (``weights_only`` load); with
@@ -505,10 +418,10 @@ class Trainer:
             raise ValueError(f"resume: the checkpoint is for {ckpt.get('method')!r}, not {self.method!r}")
         saved = ckpt.get("config", {})
         mine = self.config.to_dict()
-        ignored = _RUNTIME_FIELDS | _LENGTH_FIELDS if extend else _RUNTIME_FIELDS
+        ignored = RUNTIME_FIELDS | LENGTH_FIELDS if extend else RUNTIME_FIELDS
         differ = sorted(k for k in mine if k not in ignored and saved.get(k) != mine[k])
         if differ:
-            hint = " (to train longer, extend the run: extend=True / --extend)" if set(differ) <= _LENGTH_FIELDS else ""
+            hint = " (to train longer, extend the run: extend=True / --extend)" if set(differ) <= LENGTH_FIELDS else ""
             raise ValueError(
                 "resume: the configuration differs from the checkpoint's in " + ", ".join(
                     f"{k} ({saved.get(k)!r} there, {mine[k]!r} here)" for k in differ) + hint
@@ -536,85 +449,20 @@ class Trainer:
         self._acc_count = int(acc.get("count", 0))
         self._acc = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
                      for k, v in (acc.get("sums") or {}).items()}
-        _set_rng_state(ckpt["rng"], self.device)
+        set_rng_state(ckpt["rng"], self.device)
 
     # ------------------------------------------------------------------ manifest / export
 
     def manifest_fields(self) -> Dict[str, Any]:
-        """Manifest fields known from the run (training data and terms, licence, recipe, metrics,
-        reproduce command, description); :func:`ivfusion.train.export.export_checkpoint` completes them."""
-        cfg = self.config
-        counts: Dict[str, int] = {}
-        for p in self.dataset.pairs:
-            counts[str(p.folder)] = counts.get(str(p.folder), 0) + 1
-        training = [{"folder": data_folder_name(f), "terms": _terms_of(f), "pairs": n} for f, n in counts.items()]
-        terms = sorted({t["terms"] for t in training})
-        license_ = cfg.license or ("weights inherit the terms of their training data: " + "; ".join(
-            f"{t['folder']}: {t['terms']}" for t in training))
-        epochs = self.total_steps / self.batches_per_epoch
-        recipe: Dict[str, Any] = {
-            "crop": cfg.crop, "batch": cfg.batch_size, "lr": float(cfg.lr),
-            "hardware": f"{hardware_description(self.device)}, {self.elapsed / 60.0:.1f} min",
-            "iterations": self.total_steps, "optimizer": cfg.optimizer_description(), "seed": cfg.seed,
-            "precision": f"{str(self.amp_dtype).replace('torch.', '')} autocast" if self.amp_dtype else "float32",
-        }
-        if float(epochs).is_integer():
-            recipe["epochs"] = int(epochs)
-        fields: Dict[str, Any] = {
-            "training_data": training,
-            "license": license_,
-            "recipe": recipe,
-            "reproduce": self.reproduce_command(),
-            "description": (f"{cfg.method} trained by ivfusion.train on {', '.join(t['folder'] for t in training)}"
-                            + (f"; best {cfg.select} on {self._val_description()} at step {self.best['step']}"
-                               if (cfg.val or cfg.val_split) and self.best.get("step") is not None else "")
-                            + ("; NON-COMMERCIAL (training data)" if any("non-commercial" in t for t in terms) else "")),
-        }
-        if self.best.get("domains"):
-            split = f" ({cfg.val_split} split" + (f", longer side <= {cfg.val_max_side} px)" if cfg.val_max_side else ")")
-            fields["metrics"] = {(d if cfg.val and d == data_folder_name(cfg.val) else d + split):
-                                 {k: float(v) for k, v in m.items()} for d, m in self.best["domains"].items()}
-        elif cfg.val and self.best.get("metrics"):
-            fields["metrics"] = {data_folder_name(cfg.val): {k: float(v) for k, v in self.best["metrics"].items()}}
-        return fields
-
-    def _val_description(self) -> str:
-        cfg = self.config
-        parts = []
-        if cfg.val_split is not None:
-            parts.append(f"the {cfg.val_split} split's domains relative to guided")
-        if cfg.val is not None:
-            parts.append(data_folder_name(cfg.val))
-        return " and ".join(parts)
+        """Manifest fields known from the run (:func:`ivfusion.train._manifest.manifest_fields`);
+        :func:`ivfusion.train.export.export_checkpoint` completes them."""
+        return manifest_fields(self.config, (p.folder for p in self.dataset.pairs), total_steps=self.total_steps,
+                               batches_per_epoch=self.batches_per_epoch, segments=self.segments, best=self.best,
+                               device=self.device, amp_dtype=self.amp_dtype, elapsed_s=self.elapsed)
 
     def reproduce_command(self) -> str:
         """``ivfusion train ...`` with every training field that differs from the method's recipe."""
-        cfg = self.config
-        base = TrainConfig.for_method(cfg.method)
-        args = ["ivfusion", "train", cfg.method, "--data", *cfg.data]
-        if cfg.val:
-            args += ["--val", cfg.val]
-        args += ["--out", cfg.out]
-        # Precision changes the trajectory, and the validation points decide which checkpoint is kept.
-        flags = {"steps": "--steps", "epochs": "--epochs", "batch_size": "--batch-size", "crop": "--crop",
-                 "lr": "--lr", "seed": "--seed", "precision": "--precision", "val_every": "--val-every",
-                 "val_limit": "--val-limit", "val_split": "--val-split", "val_max_side": "--val-max-side",
-                 "init_weights": "--init-weights"}
-        mine, ref = cfg.to_dict(), base.to_dict()
-        if len(self.segments) > 1:  # trained to the first length, then extended
-            mine.update(steps=self.segments[0], epochs=None)
-        for key, flag in flags.items():
-            if mine[key] is not None and mine[key] != ref[key]:
-                args += [flag, str(mine[key])]
-        skip = set(flags) | _RUNTIME_FIELDS | {"method", "precision", "channels_last", "deterministic"}
-        for key in mine:
-            if key not in skip and mine[key] != ref[key]:
-                args += ["--set", f"{key}={json.dumps(mine[key])}"]
-        commands = [shlex.join(args)]
-        for steps in self.segments[1:]:
-            commands.append(shlex.join(["ivfusion", "train", cfg.method, "--out", cfg.out, "--resume", "--extend",
-                                        "--steps", str(steps)]))
-        return " && ".join(commands)
+        return reproduce_command(self.config, self.segments)
 
     def export(self, name: str, checkpoint: Optional[Path] = None):
         """Export ``checkpoint`` (default: ``best.pt``, else ``last.pt``) through
