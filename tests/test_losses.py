@@ -226,6 +226,8 @@ def test_refinefuse_edge_and_ssim_terms_match_loops(images):
     # logged whatever their weights; they enter the total only through them
     total, _ = refinefuse_loss(t(f), t(i), t(v), lam=0.5, edge_weight=5.0, ssim_weight=2.0)
     assert total.item() == pytest.approx(base.item() + 5 * edge + 2 * ssim, abs=1e-11)
+    tripled, _ = refinefuse_loss(t(f), t(i), t(v), lam=0.5, texture_weight=3.0)
+    assert tripled.item() == pytest.approx(base.item() + 2 * terms["texture"].item(), abs=1e-11)
     both = 1 - np.mean([(ssim_map_ref(a, b).mean() + ssim_map_ref(a, c).mean()) / 2 for a, b, c in zip(f, i, v)])
     _, terms = refinefuse_loss(t(f), t(i), t(v), ssim_target="both")
     assert terms["ssim"].item() == pytest.approx(both, abs=1e-12)

@@ -243,6 +243,7 @@ def refinefuse_loss(
     edge_weight: float = 0.0,
     ssim_weight: float = 0.0,
     ssim_target: str = "max",
+    texture_weight: float = 1.0,
 ) -> LossOutput:
     """RefineFuse (MODELS.md 5.7): ``lam L_int + L_text`` with ``lam = 5``, plus two optional terms.
 
@@ -281,6 +282,7 @@ def refinefuse_loss(
       source's structure, also where it is the darker one; SwinFusion's form).
 
     Both are computed and logged whatever their weights (they cost little next to the network).
+    ``texture_weight`` scales ``L_text`` (1 in the paper).
     Ablation (250 SGD steps from ``refinefuse.ivif`` v0.4.0, ``margin_max``, same seed and data
     order; selection score of the mixed split, 1.0 = ``guided``): control (``lam`` 0.5) 0.858;
     ``lam`` 0.25: 0.852; ``edge_weight`` 5: 0.831; ``ssim_weight`` 1: 0.882; ``ssim_weight`` 3:
@@ -337,7 +339,7 @@ def refinefuse_loss(
         ssim = _ssim_to_max(fused, ir, vis)
     else:
         ssim = 1.0 - (ssim_loss_map(fused, ir).mean() + ssim_loss_map(fused, vis).mean()) / 2.0
-    total = lam * intensity + texture + float(edge_weight) * edge + float(ssim_weight) * ssim
+    total = lam * intensity + float(texture_weight) * texture + float(edge_weight) * edge + float(ssim_weight) * ssim
     return total, _terms(intensity=intensity, texture=texture, edge=edge, ssim=ssim)
 
 
