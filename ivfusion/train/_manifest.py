@@ -11,10 +11,10 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 import torch
 
 from ._runtime import hardware_description
-from .config import TrainConfig
+from .config import RUNTIME_FIELDS, TrainConfig
 from .data import data_folder_name
 
-__all__ = ["DATA_TERMS", "RUNTIME_FIELDS", "LENGTH_FIELDS", "manifest_fields", "reproduce_command"]
+__all__ = ["DATA_TERMS", "manifest_fields", "reproduce_command"]
 
 #: Terms of use of the known training folders (``shared/data/README.md``), by folder name.
 DATA_TERMS: Dict[str, str] = {
@@ -23,14 +23,6 @@ DATA_TERMS: Dict[str, str] = {
     "tno": "CC BY 4.0",
     "msrs": "MIT",
 }
-
-#: Config fields a resumed run may change (every other field must match the checkpoint's).
-RUNTIME_FIELDS = frozenset({
-    "data", "val", "out", "device", "workers", "val_every", "val_limit", "val_metrics", "val_profile", "select",
-    "ckpt_every", "log_every", "export", "license", "progress", "compile", "val_max_side", "channels_last",
-    "deterministic"})
-#: Config fields that set the run's length: they may grow when a run is extended.
-LENGTH_FIELDS = frozenset({"steps", "epochs"})
 
 # Training fields with a command-line flag of their own (the rest go through --set key=json).
 _FLAGS = {"steps": "--steps", "epochs": "--epochs", "batch_size": "--batch-size", "crop": "--crop", "lr": "--lr",
@@ -67,7 +59,7 @@ def reproduce_command(config: TrainConfig, segments: Sequence[int]) -> str:
     for key, flag in _FLAGS.items():
         if mine[key] is not None and mine[key] != ref[key]:
             args += [flag, str(mine[key])]
-    skip = set(_FLAGS) | RUNTIME_FIELDS | {"method", "precision", "channels_last", "deterministic"}
+    skip = set(_FLAGS) | RUNTIME_FIELDS | {"method"}
     for key in mine:
         if key not in skip and mine[key] != ref[key]:
             args += ["--set", f"{key}={json.dumps(mine[key])}"]

@@ -40,6 +40,14 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "multistep", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
+#: Fields a resumed run may change (every other field must match the checkpoint's).
+RUNTIME_FIELDS = frozenset({
+    "data", "val", "out", "device", "workers", "val_every", "val_limit", "val_metrics", "val_profile", "select",
+    "ckpt_every", "log_every", "export", "license", "progress", "compile", "val_max_side", "channels_last",
+    "deterministic"})
+#: Fields that set the run's length: they may grow when a run is extended.
+LENGTH_FIELDS = frozenset({"steps", "epochs"})
+
 #: The papers' recipes (MODELS.md 2.5, 3.8, 4.7, 5.7); every other field keeps its dataclass default.
 RECIPES: Dict[str, Dict[str, Any]] = {
     "didfuse": dict(

@@ -282,13 +282,14 @@ def refinefuse_loss(
       source's structure, also where it is the darker one; SwinFusion's form).
 
     Both are computed and logged whatever their weights (they cost little next to the network).
-    ``texture_weight`` scales ``L_text`` (1 in the paper); 250 SGD steps from ``refinefuse.ivif`` v0.6.0
-    (``ssim_weight`` 3, same seed and data order): weight 1 (control) 0.933, 3 0.938, 10 0.925.
     Ablation (250 SGD steps from ``refinefuse.ivif`` v0.4.0, ``margin_max``, same seed and data
     order; selection score of the mixed split, 1.0 = ``guided``): control (``lam`` 0.5) 0.858;
     ``lam`` 0.25: 0.852; ``edge_weight`` 5: 0.831; ``ssim_weight`` 1: 0.882; ``ssim_weight`` 3:
     0.892. The SSIM term raised VIF in every domain and Qabf on TNO and MSRS, and lowered Qabf
     on RoadScene.
+
+    ``texture_weight`` scales ``L_text`` (1 in the paper); 250 SGD steps from ``refinefuse.ivif`` v0.6.0
+    (``ssim_weight`` 3, same seed and data order): weight 1 (control) 0.933, 3 0.938, 10 0.925.
 
     ``saliency_ir`` is the infrared saliency map ``M_sal`` (``{0, 1}``, shaped like ``ir``; the
     trainer feeds the ``"ir_bright"`` maps of :class:`~ivfusion.train.data.PairedFusionDataset`).

@@ -37,10 +37,10 @@ from ..models import create_model, get_model_info, load_weights
 from ..models.didfuse import FUSION_RULES
 from .export import export_checkpoint
 from . import losses as L
-from .config import TrainConfig, lr_factor
+from .config import LENGTH_FIELDS, RUNTIME_FIELDS, TrainConfig, lr_factor
 from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, find_pairs, make_loader
 from .splits import exclude_split
-from ._manifest import LENGTH_FIELDS, RUNTIME_FIELDS, manifest_fields, reproduce_command
+from ._manifest import manifest_fields, reproduce_command
 from ._runlog import RunLog
 from ._runtime import atomic_save, hardware_description, resolve_device, resolve_precision, rng_state, set_rng_state
 from .validation import Validation, mean_over_domains
