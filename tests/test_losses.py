@@ -231,6 +231,12 @@ def test_refinefuse_edge_and_ssim_terms_match_loops(images):
     both = 1 - np.mean([(ssim_map_ref(a, b).mean() + ssim_map_ref(a, c).mean()) / 2 for a, b, c in zip(f, i, v)])
     _, terms = refinefuse_loss(t(f), t(i), t(v), ssim_target="both")
     assert terms["ssim"].item() == pytest.approx(both, abs=1e-12)
+    # "masked": each pixel's SSIM against the intensity term's target for that pixel
+    m = [(np.random.default_rng(3 + k).random(a.shape) > 0.5).astype(np.float64) for k, a in enumerate(f)]
+    masked = 1 - np.mean([(k * ssim_map_ref(a, b) + (1 - k) * ssim_map_ref(a, c)).mean()
+                          for a, b, c, k in zip(f, i, v, m)])
+    _, terms = refinefuse_loss(t(f), t(i), t(v), mask_ir=t(m), ssim_target="masked")
+    assert terms["ssim"].item() == pytest.approx(masked, abs=1e-12)
     with pytest.raises(ValueError, match="ssim_target"):
         refinefuse_loss(t(f), t(i), t(v), ssim_target="min")
 

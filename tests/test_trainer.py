@@ -339,3 +339,18 @@ def test_cli_train_resume_and_errors(folders, tmp_path, capsys):
     assert main(["train", "f3net", "--data", str(folders["one"]), "--out", str(tmp_path / "x"),
                  "--config", str(tmp_path / "c.json")]) == 1
     assert "didfuse" in capsys.readouterr().err
+
+
+def test_cli_train_stop_after_then_resume(folders, tmp_path, capsys):
+    out = tmp_path / "stop"
+    args = ["train", "f3net", "--data", str(folders["three"]), "--out", str(out), "--steps", "3", "--batch-size", "2",
+            "--crop", "32", "--workers", "0", "--no-progress"]
+    assert main([*args, "--stop-after", "0"]) == 1
+    assert "--stop-after: expected a step >= 1, got 0" in capsys.readouterr().err
+    assert main([*args, "--stop-after", "1"]) == 0
+    assert "stopped after step 1 of 3" in capsys.readouterr().out
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
+    assert not (out / "summary.json").exists()
+    assert main(["train", "f3net", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "done: 3 steps" in capsys.readouterr().out
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3 and (out / "summary.json").is_file()

@@ -28,6 +28,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mi-base", type=float, default=None, help="logarithm base of MI (default: e for reference, 2 for standard)")
     p.add_argument("--csv", default=None, metavar="PATH", help="also write the per-image scores to this CSV file")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                   help="stop after this step (validated and checkpointed, as an interruption would leave it); "
+                        "the run goes on with --resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -108,6 +111,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extend", action="store_true",
                    help="with --resume: train the run on to a new, larger --steps/--epochs (the learning-rate "
                         "schedule is evaluated for the new length from the next step on)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                   help="stop after this step (validated and checkpointed, as an interruption would leave it); "
+                        "the run goes on with --resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -144,15 +150,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(values)
     if not config.data:
         raise CLIError("--data: give at least one training folder")
+    if args.stop_after is not None and args.stop_after < 1:
+        raise CLIError(f"--stop-after: expected a step >= 1, got {args.stop_after}")
     trainer = Trainer(config, resume=args.resume, extend=args.extend)
     if trainer.dist.is_main:
         ranks = f" x {trainer.dist.world_size} ranks" if trainer.dist.distributed else ""
         print(f"training {config.method}: {len(trainer.dataset)} pairs, {trainer.total_steps} steps, "
               f"batch {config.batch_size}, crop {config.crop}, device {trainer.device}{ranks} -> {trainer.out}")
-    result = trainer.run()
+    result = trainer.run(args.stop_after)
     if not trainer.dist.is_main:
         return 0
-    print(f"done: {result.step} steps in {result.wall_time_s / 60:.1f} min")
+    if not result.finished:
+        print(f"stopped after step {result.step} of {trainer.total_steps}; go on with: ivfusion train "
+              f"{config.method} --out {config.out} --resume")
+    else:
+        print(f"done: {result.step} steps in {result.wall_time_s / 60:.1f} min")
     if result.best_metrics:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.best_metrics.items())
         print(f"best {config.select} {result.best_score:.4f} at step {result.best_step}: {metrics}")

@@ -237,10 +237,11 @@ class Trainer:
             torch.distributed.destroy_process_group()
             self.owns_process_group = False
 
-    def run(self) -> TrainResult:
-        """:meth:`fit`, then :meth:`shutdown` (waiting for the other ranks only if the run succeeded)."""
+    def run(self, until_step: Optional[int] = None) -> TrainResult:
+        """:meth:`fit`, then :meth:`shutdown` (waiting for the other ranks only if the run succeeded).
+        A planned stop at ``until_step`` saves ``last.pt`` there, so the run resumes from that step."""
         try:
-            result = self.fit()
+            result = self.fit(until_step, checkpoint_at_stop=True)
         except BaseException:
             self.shutdown(wait=False)
             raise
@@ -526,8 +527,9 @@ class Trainer:
         if self.dist.is_main:
             self.save_checkpoint(path)
 
-    def fit(self, until_step: Optional[int] = None) -> TrainResult:
-        """Train to ``total_steps`` (or stop after ``until_step`` steps, as an interruption would).
+    def fit(self, until_step: Optional[int] = None, *, checkpoint_at_stop: bool = False) -> TrainResult:
+        """Train to ``total_steps`` (or stop after ``until_step`` steps, as an interruption would; with
+        ``checkpoint_at_stop`` also saving ``last.pt`` at that step, as a planned stop).
 
         The last step is always validated (with ``config.val``) and checkpointed. When the run is
         complete: the best checkpoint's weights are loaded into :attr:`model`, DIDFuse's fusion rules
@@ -582,7 +584,7 @@ class Trainer:
                 if self.validates and self.dist.is_main and ((val_every and self.step % val_every == 0) or last):
                     row = self._run_validation()
                     postfix[cfg.select] = row["score"]
-                if self.step % ckpt_every == 0 or last:
+                if self.step % ckpt_every == 0 or last or (checkpoint_at_stop and self.step == stop):
                     self._save_with_elapsed(self.out / "last.pt")
         except KeyboardInterrupt:
             # Between steps every state is consistent, so the run can resume exactly from here;
