@@ -388,5 +388,36 @@ class TrainConfig:
         return cls.from_dict({**cls.read_file(path), **overrides})
 
 
+def resumed_segments(ckpt: Mapping[str, Any], config: "TrainConfig", total_steps: int, *, extend: bool = False) -> List[int]:
+    """The run lengths a resumed run has been trained to, after checking it may resume ``ckpt``.
+
+    ``ckpt`` is a trainer checkpoint (its ``config``, ``step``, ``total_steps`` and ``segments``);
+    ``config`` and ``total_steps`` describe the run resuming it. Every field outside
+    :data:`RUNTIME_FIELDS` must match (and :data:`LENGTH_FIELDS` too, unless ``extend``); with
+    ``extend`` the new length, if longer, is appended. Raises ``ValueError`` naming each difference.
+    """
+    saved = ckpt.get("config", {})
+    mine = config.to_dict()
+    ignored = RUNTIME_FIELDS | LENGTH_FIELDS if extend else RUNTIME_FIELDS
+    differ = sorted(k for k in mine if k not in ignored and saved.get(k) != mine[k])
+    if differ:
+        hint = " (to train longer, extend the run: extend=True / --extend)" if set(differ) <= LENGTH_FIELDS else ""
+        raise ValueError(
+            "resume: the configuration differs from the checkpoint's in " + ", ".join(
+                f"{k} ({saved.get(k)!r} there, {mine[k]!r} here)" for k in differ) + hint
+        )
+    segments = [int(n) for n in ckpt.get("segments") or [ckpt.get("total_steps")]]
+    if extend:
+        if total_steps < int(ckpt["step"]):
+            raise ValueError(f"extend: the run is already at step {ckpt['step']}; the new length "
+                             f"({total_steps} steps) must not be shorter")
+        if total_steps != segments[-1]:
+            segments.append(total_steps)
+    elif ckpt.get("total_steps") != total_steps:
+        raise ValueError(f"resume: the checkpoint was made for {ckpt.get('total_steps')} steps, this run has "
+                         f"{total_steps} (different data size? use extend / --extend to train longer)")
+    return segments
+
+
 def _write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

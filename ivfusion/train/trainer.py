@@ -37,7 +37,7 @@ from ..models import create_model, get_model_info, load_weights
 from ..models.didfuse import FUSION_RULES
 from .export import export_checkpoint
 from . import losses as L
-from .config import LENGTH_FIELDS, RUNTIME_FIELDS, TrainConfig, lr_factor
+from .config import TrainConfig, lr_factor, resumed_segments
 from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, find_pairs, make_loader
 from .splits import exclude_split
 from ._manifest import manifest_fields, reproduce_command
@@ -417,27 +417,7 @@ class Trainer:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if ckpt.get("method") != self.method:
             raise ValueError(f"resume: the checkpoint is for {ckpt.get('method')!r}, not {self.method!r}")
-        saved = ckpt.get("config", {})
-        mine = self.config.to_dict()
-        ignored = RUNTIME_FIELDS | LENGTH_FIELDS if extend else RUNTIME_FIELDS
-        differ = sorted(k for k in mine if k not in ignored and saved.get(k) != mine[k])
-        if differ:
-            hint = " (to train longer, extend the run: extend=True / --extend)" if set(differ) <= LENGTH_FIELDS else ""
-            raise ValueError(
-                "resume: the configuration differs from the checkpoint's in " + ", ".join(
-                    f"{k} ({saved.get(k)!r} there, {mine[k]!r} here)" for k in differ) + hint
-            )
-        segments = [int(n) for n in ckpt.get("segments") or [ckpt.get("total_steps")]]
-        if extend:
-            if self.total_steps < int(ckpt["step"]):
-                raise ValueError(f"extend: the run is already at step {ckpt['step']}; the new length "
-                                 f"({self.total_steps} steps) must not be shorter")
-            if self.total_steps != segments[-1]:
-                segments.append(self.total_steps)
-        elif ckpt.get("total_steps") != self.total_steps:
-            raise ValueError(f"resume: the checkpoint was made for {ckpt.get('total_steps')} steps, this run has "
-                             f"{self.total_steps} (different data size? use extend / --extend to train longer)")
-        self.segments = segments
+        self.segments = resumed_segments(ckpt, self.config, self.total_steps, extend=extend)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
