@@ -295,6 +295,11 @@ def refinefuse_loss(
 
     ``texture_weight`` scales ``L_text`` (1 in the paper); 250 SGD steps from ``refinefuse.ivif`` v0.6.0
     (``ssim_weight`` 3, same seed and data order): weight 1 (control) 0.933, 3 0.938, 10 0.925.
+    Two changes aimed at Qabf, 250 steps each from v0.7.0 on the same schedule, seed and data
+    order as the continued run they are compared with (its score at step 250: 0.935):
+    ``ssim_target="masked"`` 0.875 (RoadScene Qabf 0.531 -> 0.558, but VIF down in every domain,
+    e.g. MSRS 0.997 -> 0.907, and Qabf down on the other three) and ``edge_weight`` 10 0.898
+    (RoadScene VIF 0.776 -> 0.666). Both rejected; the shipped recipe keeps ``"max"`` and no edge term.
 
     ``saliency_ir`` is the infrared saliency map ``M_sal`` (``{0, 1}``, shaped like ``ir``; the
     trainer feeds the ``"ir_bright"`` maps of :class:`~ivfusion.train.data.PairedFusionDataset`).
