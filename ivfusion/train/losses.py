@@ -392,8 +392,8 @@ def fiscnet_loss(
     0.732 (0.770 after 400 steps). With the VSM substitute the mask term pulls ``F`` towards ``M_v V``
     (a darkened visible image) and towards ``I`` almost everywhere; dropping it helps here. From
     ``fiscnet.ivif`` v0.3.0 (250 steps each, same seed and data order): ``weights=(0, 10, 20)`` 0.886
-    against ``(0, 10, 10)`` 0.884 (Qabf up on LLVIP, MSRS and RoadScene, down on TNO); v0.4.0 was
-    trained with it. Terms: ``mask``, ``max``, ``gradient``, ``ssim``.
+    against ``(0, 10, 10)`` 0.884 (Qabf up on LLVIP, MSRS and RoadScene, down on TNO); v0.4.0 and
+    v0.5.0 were trained with it. Terms: ``mask``, ``max``, ``gradient``, ``ssim``.
     """
     fused, ir, vis, mask_vis = _check(("fused", "ir", "vis", "mask_vis"), fused, ir, vis, mask_vis)
     w_mask, w_max, w_grad = (float(w) for w in weights)
