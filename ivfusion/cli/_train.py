@@ -28,9 +28,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mi-base", type=float, default=None, help="logarithm base of MI (default: e for reference, 2 for standard)")
     p.add_argument("--csv", default=None, metavar="PATH", help="also write the per-image scores to this CSV file")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
-    p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
-                   help="stop after this step (validated and checkpointed, as an interruption would leave it); "
-                        "the run goes on with --resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -112,8 +109,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="with --resume: train the run on to a new, larger --steps/--epochs (the learning-rate "
                         "schedule is evaluated for the new length from the next step on)")
     p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
-                   help="stop after this step (validated and checkpointed, as an interruption would leave it); "
-                        "the run goes on with --resume")
+                   help="stop after this step, saving last.pt there (validated only if it is a validation "
+                        "step); the run goes on with --resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -388,7 +388,7 @@ class TrainConfig:
         return cls.from_dict({**cls.read_file(path), **overrides})
 
 
-def resumed_segments(ckpt: Mapping[str, Any], config: "TrainConfig", total_steps: int, *, extend: bool = False) -> List[int]:
+def resumed_segments(ckpt: Mapping[str, Any], config: TrainConfig, total_steps: int, *, extend: bool = False) -> List[int]:
     """The run lengths a resumed run has been trained to, after checking it may resume ``ckpt``.
 
     ``ckpt`` is a trainer checkpoint (its ``config``, ``step``, ``total_steps`` and ``segments``);
