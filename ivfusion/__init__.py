@@ -7,6 +7,8 @@ from .models import create_model, get_model_info, list_models, load_model
 from .compare import compare_grid
 from .video import fuse_video
 from .deploy import export_onnx
+from .io import save_image
+from . import data
 
 __all__ = [
     "__version__",
@@ -14,6 +16,8 @@ __all__ = [
     "fuse_dir",
     "fuse_video",
     "export_onnx",
+    "save_image",
+    "data",
     "compare_grid",
     "list_methods",
     "method_info",

@@ -29,6 +29,7 @@ __all__ = [
     "is_grey",
     "from_unit_range",
     "write_image",
+    "save_image",
     "write_atomic",
     "is_same_file",
     "images_by_stem",
@@ -318,6 +319,63 @@ def write_image(path: Union[str, os.PathLike], image: np.ndarray) -> Path:
             pil.save(fh, format=fmt)
 
     return write_atomic(path, write, suffix=f".part{ext}")
+
+
+_SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+
+
+def save_image(path: Union[str, os.PathLike], image: np.ndarray, *, bits: Optional[int] = None) -> Path:
+    """Save an image (e.g. what :func:`ivfusion.fuse` returns) atomically, as the CLI does.
+
+    The format follows the extension (``.png``, ``.jpg``, ``.tif`` ...). A crash or an error while
+    writing never leaves a partial file under ``path`` nor touches an existing one.
+
+    Args:
+        path: the file to create or replace; missing parent folders are created.
+        image: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` numpy array: ``uint8``, ``uint16``, or float
+            in [0, 1].
+        bits: ``None`` keeps the array's depth (``uint8`` -> 8-bit, ``uint16`` -> 16-bit, float
+            -> 8-bit); ``8`` or ``16`` converts (``16`` needs a grey image and PNG or TIFF).
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError: ``image`` is not a numpy array of a supported dtype.
+        ValueError: bad shape, float values outside [0, 1] or not finite, bad ``bits``, an unknown
+            extension, or 16 bits requested for a colour image or a format without 16-bit grey.
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image: expected a numpy array, got {type(image).__name__}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))) or 0 in image.shape:
+        raise ValueError(f"image: expected a non-empty HxW, HxWx1 or HxWx3 array, got shape {image.shape}")
+    if bits not in (None, 8, 16):
+        raise ValueError(f"bits: expected None, 8 or 16, got {bits!r}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
+            raise ValueError("image: float images must hold finite values in [0, 1]")
+        unit = image.astype(np.float64)
+    elif image.dtype in (np.uint8, np.uint16):
+        unit = None
+    else:
+        raise TypeError(f"image: expected uint8, uint16 or float data, got {image.dtype}")
+    target = bits or (16 if image.dtype == np.uint16 else 8)
+    if target == 16:
+        fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+        if image.ndim == 3:
+            raise ValueError("bits: 16-bit files can only hold grey images (Pillow writes no 16-bit colour)")
+        if fmt not in _SIXTEEN_BIT_FORMATS:
+            raise ValueError(f"bits: 16-bit grey needs a .png or .tif path, got {str(path)!r}")
+    if unit is None and image.dtype == (np.uint16 if target == 16 else np.uint8):
+        out = image
+    else:
+        if unit is None:
+            unit = image.astype(np.float64) / np.iinfo(image.dtype).max
+        top = 65535 if target == 16 else 255
+        out = np.round(unit * top).astype(np.uint16 if target == 16 else np.uint8)
+    return write_image(path, out)
 
 
 def images_by_stem(folder: Path, name: str) -> Dict[str, Path]:

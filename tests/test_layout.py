@@ -147,4 +147,8 @@ def test_wheel_bundles_every_default_weight(tmp_path):
         info = manifest.weights[pretrained.default_weight(method)]
         assert f"ivfusion/pretrained/files/{info.basename}" in names, method
     assert "ivfusion/train/mixed_val.json" in names
+    for name in ivfusion.data.list_samples():  # the sample pairs and their attribution
+        info = ivfusion.data.sample_info(name)
+        assert {f"ivfusion/data/samples/{info.ir.name}", f"ivfusion/data/samples/{info.vis.name}"} <= names
+    assert "ivfusion/data/samples/ATTRIBUTION.md" in names
     assert not [n for n in names if n.startswith("ivfusion/weights/")]  # the old data folder is gone
