@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ._names import unknown_name
 from .color import rgb_to_luma
 from .fusion import _method_fn, _resolve_device, fuse, list_methods
 from .io import (
@@ -400,7 +401,7 @@ def compare_grid(
     known = list_methods()
     for m in methods:
         if _split_spec(m)[0] not in known:
-            raise ValueError(f"methods: unknown method {m!r}; available: {', '.join(known)} "
+            raise ValueError(f"methods: {unknown_name('method', _split_spec(m)[0], known)} "
                              "(or METHOD@WEIGHT for a given weight)")
     repeated = sorted({m for m in methods if methods.count(m) > 1})
     if repeated:

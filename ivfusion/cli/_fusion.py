@@ -6,30 +6,43 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from ._common import CLIError, add_fusion_arguments, fusion_kwargs, parse_option
+from ._common import CLIError, add_fusion_arguments, cli_message, fusion_kwargs, parse_option
+
+
+FUSE_EXAMPLES = """\
+examples:
+  ivfusion fuse ir.png vis.jpg -o fused.png                        # one pair, RefineFuse
+  ivfusion fuse --ir-dir data/ir --vis-dir data/vi --out-dir out -m guided --skip-existing
+  ivfusion fuse $(ivfusion samples night) -o fused.png             # a bundled sample pair
+"""
 
 
 def _add_fuse(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fuse",
         help="fuse one pair or two folders of pairs",
-        description="Fuse IR VIS -o OUT, or every pair of --ir-dir/--vis-dir (matched by file stem) into --out-dir.",
+        description="Fuse IR VIS -o OUT, or every pair of --ir-dir/--vis-dir (matched by file stem) into\n"
+                    "--out-dir. Outputs are written atomically; an existing output is an error unless\n"
+                    "--overwrite or --skip-existing.",
+        epilog=FUSE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("ir", nargs="?", help="infrared (or CT/PET/SPECT) image")
     p.add_argument("vis", nargs="?", help="visible (or MRI) image")
     p.add_argument("-o", "--output", help="output image path (single pair)")
-    p.add_argument("--ir-dir", help="folder of infrared images")
-    p.add_argument("--vis-dir", help="folder of visible images")
-    p.add_argument("--out-dir", help="output folder (batch)")
-    p.add_argument("--ext", default=".png", help="output extension in batch mode (default .png)")
+    p.add_argument("--ir-dir", help="folder of infrared images (batch mode)")
+    p.add_argument("--vis-dir", help="folder of visible images (batch mode)")
+    p.add_argument("--out-dir", help="output folder (batch mode)")
+    p.add_argument("--ext", default=".png", help="output extension in batch mode (default: .png)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     group.add_argument("--skip-existing", action="store_true", help="leave existing outputs and skip their pairs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar in batch mode")
+    p.add_argument("--no-progress", action="store_true",
+                   help="batch mode: no progress bar (default: a bar on stderr when it is a terminal)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="batch mode: worker processes that decode (and, on the CPU, fuse) pairs (default 0: none)")
+                   help="batch mode: worker processes that decode (and, on the CPU, fuse) pairs (default: 0, none)")
     p.add_argument("--batch-size", type=int, default=1, metavar="N",
-                   help="batch mode: same-size pairs fused per call (default 1)")
+                   help="batch mode: same-size pairs fused per call (default: 1)")
     p.add_argument("--report", default=None, metavar="FILE",
                    help="batch mode: write the report (merged over torchrun ranks) as JSON")
     add_fusion_arguments(p)
@@ -84,7 +97,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     for path in report.unmatched_vis:
         print(f"warning: no infrared image for {path.name}", file=sys.stderr)
     for stem, message in report.failed:
-        print(f"error: {stem}: {message}", file=sys.stderr)
+        print(f"error: {stem}: {cli_message(message)}", file=sys.stderr)
     ranks = "" if len(report.per_rank) < 2 else " (per rank: " + ", ".join(
         f"{r}: {n}" for r, n in sorted(report.per_rank.items())) + ")"
     print(f"wrote {len(report.written)}, skipped {len(report.skipped)}, failed {len(report.failed)}, "
