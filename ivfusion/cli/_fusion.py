@@ -173,7 +173,7 @@ def _cmd_fuse_video(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, ir_window_frames=args.ir_window_frames,
             ir_percentiles=tuple(args.ir_percentiles), codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
             codec_options=dict(args.codec_options) or None, overwrite=args.overwrite,
-            progress=False if args.no_progress else None, **fusion_kwargs(args),
+            progress=not args.no_progress, **fusion_kwargs(args),
         )
     except ImportError as exc:
         raise CLIError(str(exc)) from exc
@@ -214,6 +214,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vis-dir", metavar="DIR", help="folder of visible images (with --ir-dir)")
     p.add_argument("--data", nargs="+", metavar="DIR", help="training folders named by domain (with --split)")
     p.add_argument("--domain", metavar="NAME", help="only this domain of the split, e.g. tno (with --split)")
+    p.add_argument("--pairs", nargs="+", default=None, metavar="STEM",
+                   help="only these pairs, by file stem, in this order, e.g. --pairs carLight kettle "
+                        "(with --split: DOMAIN/STEM or STEM; default: all)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="at most N pairs (per domain with --split; default: all)")
     p.add_argument("--cell", type=int, default=256, metavar="PX",
@@ -225,6 +228,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None, help="compute precision")
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: a bar on stderr when it is a terminal)")
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -235,15 +240,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if (args.data or args.domain) and not args.split:
         raise CLIError("--data and --domain go with --split")
     if args.folder:
-        pairs = pairs_from_folder(args.folder, limit=args.limit)
+        pairs = pairs_from_folder(args.folder, limit=args.limit, stems=args.pairs)
     elif args.ir_dir:
         if not args.vis_dir:
             raise CLIError("--ir-dir needs --vis-dir")
-        pairs = pairs_from_folder(args.ir_dir, args.vis_dir, limit=args.limit)
+        pairs = pairs_from_folder(args.ir_dir, args.vis_dir, limit=args.limit, stems=args.pairs)
     elif args.split:
         if not args.data:
             raise CLIError("--split needs --data DIR [DIR ...] (the folders the split was drawn from)")
-        pairs = pairs_from_split(args.split, args.data, domain=args.domain, limit=args.limit)
+        pairs = pairs_from_split(args.split, args.data, domain=args.domain, limit=args.limit, stems=args.pairs)
     else:
         raise CLIError("give the pairs: --folder DIR, --ir-dir DIR --vis-dir DIR, or --split SPLIT --data DIR ...")
     weights: Dict[str, str] = {}
@@ -256,7 +261,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise CLIError(f"output {str(out)!r} exists; pass --overwrite")
     path = compare_grid(pairs, args.methods, out, cell=args.cell, max_side=args.max_side or None,
                         weights=weights or None, device=args.device, precision=args.precision,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, progress=not args.no_progress)
     print(f"wrote {path} ({len(pairs)} pair(s) x {len(args.methods)} method(s))")
     return 0
 
