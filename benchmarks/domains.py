@@ -16,7 +16,7 @@ VIF / Qabf. ``--from-json FILE ...`` merges earlier runs' tables instead of fusi
 
 ``--baselines FILE`` writes the classical methods' rows (``guided``, ``laplacian``, ``average``, those
 run) as the JSON table the model cards compare each weight with (``ivfusion/pretrained/baselines.json``,
-read by :func:`ivfusion.pretrained.card.model_card`), with its provenance: date, machine, command.
+read by :func:`ivfusion.cards.model_card`), with its provenance: date, machine, command.
 
 ``--weights METHOD=FILE`` scores a candidate weight instead of the bundled default, under the
 label ``METHOD@FILE-stem``. ``--update-manifest`` writes each network's per-domain means into its

@@ -105,6 +105,18 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("-v", "--verbose", action="store_true",
                     help="also print each weight's licence, training data and description")
     wsub.add_parser("verify", help="re-hash every bundled, $IVFUSION_WEIGHTS_DIR and cached weight file")
+    pc = wsub.add_parser(
+        "card",
+        help="write a weight's Hugging Face model card (README.md) from its manifest entry",
+        description="Print the model card of NAME (Markdown with YAML front matter: licence, tags, datasets, "
+                    "metrics), or with -o write it and its comparison picture NAME.jpg next to it (the sample "
+                    "pairs fused with the weight and the classical baselines; a few seconds on a CPU).",
+    )
+    pc.add_argument("name", metavar="NAME", help="a weight of the manifest, e.g. refinefuse.ivif")
+    pc.add_argument("-o", "--output", default=None, metavar="FILE",
+                    help="write the card here, e.g. README.md (default: print it)")
+    pc.add_argument("--no-image", action="store_true", help="with -o: do not write the comparison picture")
+    pc.add_argument("--overwrite", action="store_true", help="replace the card and picture if they exist")
     pe = wsub.add_parser(
         "export",
         help="turn a training checkpoint into a .safetensors file and print its manifest entry",
@@ -158,6 +170,16 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         else:
             print("\nlicences (the bundled weights are NON-COMMERCIAL): ivfusion weights list --verbose\n"
                   "model card of a weight: ivfusion weights card NAME")
+        return 0
+
+    if args.weights_command == "card":
+        from ..cards import model_card, write_model_card
+
+        if args.output is None:
+            print(model_card(args.name))
+            return 0
+        for path in write_model_card(args.name, args.output, image=not args.no_image, overwrite=args.overwrite):
+            print(f"wrote {path}")
         return 0
 
     if args.weights_command == "verify":
