@@ -1,6 +1,6 @@
 """MkDocs hooks of the documentation site (``mkdocs.yml``: ``hooks: [docs/hooks.py]``).
 
-* The notebooks of ``examples/`` become ``tutorials/<name>.ipynb`` (rendered by mkdocs-jupyter,
+* The notebooks of ``examples/`` become pages at ``examples/<name>/`` (rendered by mkdocs-jupyter,
   which executes them at build time) and the pictures of ``examples/gallery/`` ``gallery/<name>``:
   both stay where a GitHub reader finds them, and the site is built from them as they are.
 * ``models/<weight>.md``: one page per weight of the manifest, the model card that
@@ -79,7 +79,8 @@ def _index() -> str:
 @event_priority(100)  # before mkdocs-jupyter picks the notebooks out of the files
 def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
     for path in sorted((ROOT / "examples").glob("*.ipynb")):
-        files.append(File.generated(config, f"tutorials/{path.name}", abs_src_path=str(path)))
+        # A plain File rooted at the repository (mkdocs-jupyter's wrapper cannot wrap a generated one).
+        files.append(File(f"examples/{path.name}", str(ROOT), config["site_dir"], config["use_directory_urls"]))
     for path in sorted((ROOT / "examples" / "gallery").glob("*.jpg")):
         files.append(File.generated(config, f"gallery/{path.name}", abs_src_path=str(path)))
     files.append(File.generated(config, "models/index.md", content=_index()))

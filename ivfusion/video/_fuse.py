@@ -185,8 +185,14 @@ def fuse_video(
         queue_size: frames held in each queue between the decoder, the fusion and the encoder
             (default ``max(2 * batch_size, 4)``); memory stays bounded by it whatever the length of
             the video.
-        device, tile_size, tile_overlap, resize, weights, precision, backend, options: as in
-            :func:`ivfusion.fuse`. Frames of different sizes need ``resize``.
+        device: as in :func:`ivfusion.fuse`.
+        tile_size: as in :func:`ivfusion.fuse`.
+        tile_overlap: as in :func:`ivfusion.fuse`.
+        resize: as in :func:`ivfusion.fuse`; frames of different sizes need it.
+        weights: as in :func:`ivfusion.fuse`.
+        precision: as in :func:`ivfusion.fuse`.
+        backend: as in :func:`ivfusion.fuse`.
+        options: method options, as in :func:`ivfusion.fuse`.
 
     Returns:
         A :class:`VideoReport`: frames written, input frame rate, output path, seconds, ...
