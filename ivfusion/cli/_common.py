@@ -37,6 +37,13 @@ def parse_option(text: str) -> Tuple[str, Any]:
         return key, value
 
 
+def print_wrapped(text: str, width: int = TABLE_WIDTH) -> None:
+    """``text`` indented by two spaces, its continuation lines by four, no line longer than ``width``
+    (URLs are never broken)."""
+    print(textwrap.fill(text, width, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False,
+                        break_long_words=False))
+
+
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], width: int = TABLE_WIDTH) -> None:
     """Columns separated by two spaces; the last column is wrapped so that no line exceeds ``width``
     (its continuation lines indented under it), unless the other columns leave it under 20 characters."""

@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ._common import TABLE_WIDTH, CLIError, parse_option, print_table
+from ._common import CLIError, parse_option, print_table, print_wrapped
 
 
 # ------------------------------------------------------------------------------------ list
@@ -50,9 +49,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("\npapers:")
         for info in infos:
             if info.paper:
-                print(textwrap.fill(f"{info.name}: {info.paper}. {info.paper_url}", TABLE_WIDTH,
-                                    initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False,
-                                    break_long_words=False))
+                print_wrapped(f"{info.name}: {info.paper}. {info.paper_url}")
     else:
         print("\n`ivfusion list --verbose` adds sizes and the papers; `ivfusion fuse --help` shows how to run one.")
     return 0
@@ -165,8 +162,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
                 info = W.get_weight_info(name)
                 print(f"\n{name}:")
                 for label, text in (("licence", info.license), ("description", info.description)):
-                    print(textwrap.fill(f"{label}: {text}", TABLE_WIDTH, initial_indent="  ",
-                                        subsequent_indent="    "))
+                    print_wrapped(f"{label}: {text}")
         else:
             print("\nlicences (the bundled weights are NON-COMMERCIAL): ivfusion weights list --verbose\n"
                   "model card of a weight: ivfusion weights card NAME")
