@@ -9,10 +9,13 @@
   section of the navigation gets one entry per weight. A picture made for another file than the
   manifest's (or none) is a warning, so ``mkdocs build --strict`` fails until
   ``python examples/gallery/make_docs_figures.py --only cards`` has been run.
+* The docstrings' Sphinx roles (``:func:`~ivfusion.io.read_image```) render as plain code
+  (``read_image``): mkdocstrings' Google-style parser leaves them as text.
 """
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, List
@@ -92,3 +95,20 @@ def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
         files.append(File.generated(config, f"models/{name}.md", content=cards.model_card(name, image=f"../{picture}")))
     return files
 
+
+
+# ":func:<code>~ivfusion.io.read_image</code>" as the docstrings' Sphinx roles come out of mkdocstrings.
+_ROLE = re.compile(r":(?:func|class|meth|data|attr|mod|exc|obj):<code>(~?)([^<]*)</code>")
+
+
+def _strip_role(match: "re.Match[str]") -> str:
+    name = match.group(2).rsplit(".", 1)[-1] if match.group(1) else match.group(2)
+    return f"<code>{name}</code>"
+
+
+def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
+    html = _ROLE.sub(_strip_role, html)
+    left = re.findall(r":(?:func|class|meth|data|attr|mod|exc|obj):`?[^\s<]{0,40}", html)
+    if left:
+        log.warning(f"{page.file.src_uri}: Sphinx roles left in the page: {sorted(set(left))[:5]}")
+    return html

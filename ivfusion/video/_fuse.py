@@ -195,7 +195,7 @@ def fuse_video(
         options: method options, as in :func:`ivfusion.fuse`.
 
     Returns:
-        A :class:`VideoReport`: frames written, input frame rate, output path, seconds, ...
+        Frames written, input frame rate, output path, seconds, ... (a :class:`VideoReport`).
 
     Raises:
         ImportError: PyAV is not installed (extra ``ivfusion[video]``).
