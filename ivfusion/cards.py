@@ -76,37 +76,45 @@ def _front_matter(name: str, info: Any) -> List[str]:
     return lines
 
 
-def _cell(scores: Optional[Dict[str, float]], best: Sequence[float] = ()) -> str:
+def _cell(scores: Optional[Dict[str, float]], best: Sequence[float] = (), sep: str = " / ") -> str:
+    """``VIF / Qabf`` of one domain, each in bold where it is at least the ``best`` (VIF, Qabf)."""
     if not scores:
         return "–"
-    vif, qabf = scores["VIF"], scores["Qabf"]
-    parts = [f"**{v:.3f}**" if best and v >= b - 5e-4 else f"{v:.3f}" for v, b in zip((vif, qabf), best or (0, 0))]
-    return " / ".join(parts)
+    parts = [f"**{v:.3f}**" if best and v >= b - 5e-4 else f"{v:.3f}"
+             for v, b in zip((scores["VIF"], scores["Qabf"]), best or (0, 0))]
+    return sep.join(parts)
 
 
 def _domain_table(name: str, info: Any) -> List[str]:
+    """A row per domain, a column per method (this weight, then the baselines): five columns fit a
+    page where a column per domain did not."""
     base = _json("baselines.json")
-    rows = {f"**`{name}`** (this weight)": dict(info.metrics)}
-    rows.update({f"`{m}` (classical)": base["methods"][m] for m in BASELINES})
-    keys = [k for k in DOMAINS if k in info.metrics]
-    best = {k: [max(r[k][m] for r in rows.values() if k in r) for m in ("VIF", "Qabf")] for k in keys}
+    columns = {f"`{name}`": dict(info.metrics)}
+    columns.update({f"`{m}`": base["methods"][m] for m in BASELINES})
     pairs = base.get("pairs", {})
-    lines = ["| method | " + " | ".join(f"{DOMAINS[k]} ({pairs[k]})" if k in pairs else DOMAINS[k] for k in keys) + " |",
-             "|---|" + "---:|" * len(keys)]
-    for label, metrics in rows.items():
-        lines.append(f"| {label} | " + " | ".join(_cell(metrics.get(k), best[k]) for k in keys) + " |")
+    lines = ["| domain (pairs) | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for key, label in DOMAINS.items():
+        if key not in info.metrics:
+            continue
+        best = [max(c[key][m] for c in columns.values() if key in c) for m in ("VIF", "Qabf")]
+        domain = f"{label} ({pairs[key]})" if key in pairs else label
+        lines.append(f"| {domain} | " + " | ".join(_cell(c.get(key), best) for c in columns.values()) + " |")
     return lines
 
 
 def _history(name: str) -> List[str]:
+    """A row per version (and its date), a column per domain; a cell holds VIF over Qabf (two short
+    lines keep the eight columns within a page)."""
     entries = _json("weights_history.json")["weights"].get(name, {}).get("versions", [])
     if not entries:
         return ["No earlier versions."]
     keys = list(DOMAINS)
-    lines = ["| version | date | " + " | ".join(DOMAINS[k] for k in keys) + " |", "|---|---|" + "---:|" * len(keys)]
+    lines = ["VIF over Qabf, per domain, of every version:", "",
+             "| version | " + " | ".join(DOMAINS[k] for k in keys) + " |", "|---|" + "---:|" * len(keys)]
     for e in entries:
         label = f"**{e['version']}** (this file)" if e["current"] else e["version"]
-        lines.append(f"| {label} | {e['date']} | " + " | ".join(_cell(e["metrics"].get(k)) for k in keys) + " |")
+        lines.append(f"| {label}<br>{e['date']} | "
+                     + " | ".join(_cell(e["metrics"].get(k), sep="<br>") for k in keys) + " |")
     lines.append("")
     lines += [f"- **{e['version']}** ({e['date']}): {e['changes']}" for e in entries]
     return lines
@@ -173,16 +181,19 @@ def model_card(name: str, image: Optional[str] = None) -> str:
         "## How to use",
         "",
         "```bash",
-        "pip install ivfusion   # bundles this file; no download needed",
+        "pip install .   # in a checkout of ivfusion; the package bundles this file",
         "```",
         "",
         "```python",
         "import ivfusion",
         "",
-        'ir, vis = ivfusion.data.sample_pair("night")                 # or file paths, PIL images, arrays',
+        "# a bundled sample pair; or file paths, PIL images, numpy arrays, tensors",
+        'ir, vis = ivfusion.data.sample_pair("night")',
         f'fused = ivfusion.fuse(ir, vis, method="{info.method}", weights="{name}")',
         'ivfusion.save_image("fused.png", fused)',
-        f'net = ivfusion.load_model("{info.method}")                  # the torch module, with these weights',
+        "",
+        "# the torch module with these weights, in eval mode",
+        f'net = ivfusion.load_model("{info.method}", weights="{name}")',
         "```",
         "",
         "```bash",
@@ -208,7 +219,7 @@ def model_card(name: str, image: Optional[str] = None) -> str:
         "",
         "## Evaluation",
         "",
-        "VIF / Qabf (both higher is better; the best of each column in bold) on full-size pairs, metrics profile "
+        "VIF / Qabf (both higher is better; the best of each row in bold) on full-size pairs, metrics profile "
         "`reference` (the CDDFuse/EMMA `Evaluator` most papers use), `python benchmarks/domains.py`; pairs per "
         "domain in brackets. TNO, MSRS, LLVIP and RoadScene are the *mixed* validation split "
         f"(`ivfusion/train/mixed_val.json`), {mixed}. val/RoadScene and the medical pairs (MRI in the visible "

@@ -63,25 +63,39 @@ def test_card_agrees_with_the_manifest(name):
     # The reproduce command, stage by stage, and the domain table's rows.
     for stage in info.reproduce.split(" && "):
         assert stage in body
-    table = body.split("## Evaluation", 1)[1].split("## Reproduce", 1)[0]
-    row = next(line for line in table.splitlines() if "(this weight)" in line)
+    table = _rows(body)
+    assert table["domain (pairs)"] == [f"`{name}`"] + [f"`{m}`" for m in cards.BASELINES]
     tno = info.metrics["ivif/train/tno (mixed split)"]
-    assert f"{tno['VIF']:.3f}" in row and f"{tno['Qabf']:.3f}" in row
-    guided = next(line for line in table.splitlines() if line.startswith("| `guided`"))
+    assert table["TNO (8)"][0].replace("**", "") == f"{tno['VIF']:.3f} / {tno['Qabf']:.3f}"
     g = BASELINES["methods"]["guided"]["medical/MRI_PET"]
-    assert guided.replace("**", "").rstrip(" |").endswith(f"{g['VIF']:.3f} / {g['Qabf']:.3f}")
+    assert table["MRI–PET (42)"][1].replace("**", "") == f"{g['VIF']:.3f} / {g['Qabf']:.3f}"
+    assert len(table) == 1 + len(cards.DOMAINS)
     history = body.split("## History", 1)[1]
     for v in HISTORY["weights"][name]["versions"]:
         assert f"**{v['version']}**" in history
     assert "issue 16" not in body and "](../" not in body
 
 
-def test_bold_marks_the_best_of_each_column():
-    body = cards.model_card("refinefuse.ivif")
+def _rows(body):
+    """The evaluation table of a card body: {first cell: the other cells}."""
     table = body.split("## Evaluation", 1)[1].split("## Reproduce", 1)[0]
-    guided = next(line for line in table.splitlines() if line.startswith("| `guided`"))
-    tno = guided.split(" | ")[1]
-    assert tno == "**0.959** / **0.597**"  # guided beats every other row on TNO
+    rows = [line.strip("| ").split(" | ") for line in table.splitlines() if line.startswith("| ")]
+    return {cells[0]: cells[1:] for cells in rows}
+
+
+def test_bold_marks_the_best_of_each_row():
+    table = _rows(cards.model_card("refinefuse.ivif"))
+    assert table["TNO (8)"] == ["0.846 / 0.561", "**0.959** / **0.597**", "0.661 / 0.516", "0.599 / 0.348"]
+    # Each metric on its own: refinefuse has the best MRI–CT Qabf, guided the best VIF.
+    assert table["MRI–CT (21)"][:2] == ["0.589 / **0.617**", "**0.607** / 0.597"]
+
+
+def test_history_cells_hold_vif_over_qabf():
+    body = cards.model_card("refinefuse.ivif").split("## History", 1)[1]
+    current = next(line for line in body.splitlines() if line.startswith("| **v0.9.0** (this file)<br>"))
+    tno = pretrained.get_weight_info("refinefuse.ivif").metrics["ivif/train/tno (mixed split)"]
+    assert current.split(" | ")[1] == f"{tno['VIF']:.3f}<br>{tno['Qabf']:.3f}"
+    assert current.startswith("| **v0.9.0** (this file)<br>2026-11-30 | ")
 
 
 def test_cli_prints_and_writes_cards(tmp_path, capsys):
