@@ -35,6 +35,15 @@ def test_notebook_has_its_outputs_and_uses_the_samples(path):
     assert not re.search(r"np\.random|default_rng|torch\.rand|randint", source), f"{path.name} fuses noise"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_code_fits_the_site(path):
+    """The docs render a code cell about 72 characters wide (1280-pixel window, beside the prompts and the
+    navigation); a longer line hides its end behind a scroll bar."""
+    for cell in _code_cells(path):
+        for line in "".join(cell["source"]).splitlines():
+            assert len(line) <= 72, f"{path.name}: {line!r}"
+
+
 @pytest.mark.parametrize("name", ["01_quickstart", "04_medical"])
 def test_picture_notebooks_store_their_pictures(name):
     outputs = [o for c in _code_cells(REPO_ROOT / "examples" / f"{name}.ipynb") for o in c.get("outputs", [])]
