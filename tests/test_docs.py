@@ -83,4 +83,8 @@ def test_version_citation_and_changelog_agree():
 
 def test_ci_builds_the_docs_strictly():
     ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert ".[test,docs]" in ci and "mkdocs build --strict" in ci
+    extras = re.search(r'pip install -e "\.\[([a-z,]+)\]"', ci)
+    assert extras and {"test", "docs"} <= set(extras.group(1).split(",")), "CI must install the [docs] extra"
+    install, build, tests = (ci.index(extras.group(0)), ci.index("mkdocs build --strict"),
+                             ci.index("python -m pytest -q"))
+    assert install < build < tests
