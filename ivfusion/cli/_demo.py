@@ -19,12 +19,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import require_gradio
+    from ..demo import serve  # raises ImportError naming the extra [demo] when Gradio is missing
 
-    require_gradio()  # before anything else: without the extra, one line saying which to install
     if args.port is not None and not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
-    from ..demo import serve
-
     serve(host=args.host, port=args.port, share=args.share, announce=lambda line: print(line, flush=True))
     return 0

@@ -230,6 +230,8 @@ def build_app(*, default_example: str = "night", default_methods: Sequence[str] 
                 grid: gr.Gallery(value=[(str(r.png), f"{r.method}: {r.seconds:.2f} s") for r in result.results],
                                  visible=len(done) > 1),
                 table: result.table()[1],
+                ir_file: None,  # the uploads were deleted: empty their inputs
+                vis_file: None,
             }
             for m, (box, head, slider, download) in slots.items():
                 r = done.get(m)
@@ -240,13 +242,13 @@ def build_app(*, default_example: str = "night", default_methods: Sequence[str] 
             return out
 
         run_fusion.__signature__ = _api_signature(run_fusion, options)
-        outputs = [status, ir_view, vis_view, grid, table] + [c for slot in slots.values() for c in slot]
+        outputs = [status, ir_view, vis_view, grid, table, ir_file, vis_file] + [c for slot in slots.values() for c in slot]
         event = run.click(run_fusion, inputs=[ir_file, vis_file, example, method_box, *controls], outputs=outputs,
                           api_name="fuse", concurrency_limit=1)
-        # The uploads are gone after every response, failed or not: empty their inputs.
-        event.then(lambda: (None, None), outputs=[ir_file, vis_file], queue=False, api_visibility="private")
-        event.failure(lambda: "The last request failed: see the message at the top right.", outputs=status,
-                      queue=False, api_visibility="private")
+        # The uploads are gone after every response, failed or not: empty their inputs (run_fusion does on
+        # success; one follow-up event per event, as the page runs only one).
+        event.failure(lambda: ("The last request failed: see the message at the top right.", None, None),
+                      outputs=[status, ir_file, vis_file], queue=False, api_visibility="private")
 
         # Uploading clears the example; choosing an example deletes and clears the uploads.
         for f in (ir_file, vis_file):
@@ -312,9 +314,9 @@ def serve(host: str = "127.0.0.1", port: Optional[int] = None, share: bool = Fal
         ImportError: Gradio is not installed (the message names the extra).
         RuntimeError: the address cannot be served (in use, not an address of this machine).
     """
-    require_gradio()
     temp_dir = tempfile.mkdtemp(prefix="ivfusion-demo-")
-    os.environ["GRADIO_TEMP_DIR"] = temp_dir
+    previous = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = temp_dir  # before Gradio is imported: some of its modules read it then
     app = None
     try:
         app = build_app()
@@ -332,3 +334,7 @@ def serve(host: str = "127.0.0.1", port: Optional[int] = None, share: bool = Fal
         if app is not None:
             app.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        if previous is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous

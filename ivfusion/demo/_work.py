@@ -210,7 +210,7 @@ class PairResult:
     def table(self, digits: int = 4) -> Tuple[List[str], List[List[Any]]]:
         """``(header, rows)`` of the metrics table: method, seconds, then :data:`DEMO_METRICS`."""
         header = ["method", "seconds", *DEMO_METRICS]
-        rows = [[r.method, round(r.seconds, 2), *(round(r.metrics[m], digits) for m in DEMO_METRICS)]
+        rows = [[r.method, round(r.seconds, 3), *(round(r.metrics[m], digits) for m in DEMO_METRICS)]
                 for r in self.results]
         return header, rows
 
