@@ -326,3 +326,22 @@ def test_cli_demo_serves_prints_the_url_and_cleans_up_on_sigterm(tmp_path):
 def test_cli_demo_refuses_a_bad_port(capsys):
     assert main(["demo", "--port", "70000"]) == 1
     assert capsys.readouterr().err == "ivfusion: error: --port must be in 1..65535, got 70000\n"
+
+
+def test_space_files_match_the_package():
+    gradio = pytest.importorskip("gradio", reason="the demo needs the extra [demo] (gradio)")
+    import configparser
+    import runpy
+
+    space = REPO_ROOT / "examples" / "space"
+    app = runpy.run_path(str(space / "app.py"), run_name="space")["demo"]  # built, not launched
+    assert isinstance(app, gradio.Blocks) and app.title == "ivfusion demo"
+    lines = (space / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert f"./ivfusion-{ivfusion.__version__}-py3-none-any.whl[demo]" in lines
+    ci_torch = next(w.strip('"') for w in (REPO_ROOT / ".ci" / "run").read_text().split() if w.startswith('"torch=='))
+    assert ci_torch in lines  # the torch CI tests with
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO_ROOT / "setup.cfg")
+    assert cfg["options.extras_require"]["demo"].split() == ["gradio>=6,<7"]
+    sdk = next(l.split(":")[1].strip() for l in (space / "README.md").read_text().splitlines() if l.startswith("sdk_version"))
+    assert sdk.split(".")[0] == "6" and gradio.__version__.split(".")[0] == "6"

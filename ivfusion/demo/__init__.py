@@ -188,7 +188,8 @@ def build_app(*, default_example: str = "night", default_methods: Sequence[str] 
                                        interactive=False, elem_id="ir-view")
                     vis_view = gr.Image(label="Visible, as the methods see it", type="filepath", format="png",
                                         interactive=False, elem_id="vis-view")
-                grid = gr.Gallery(label="All results", columns=4, format="png", visible=False, elem_id="grid")
+                grid = gr.Gallery(label="All results", columns=4, height="auto", object_fit="contain", format="png",
+                                  visible=False, elem_id="grid")
                 slots: Dict[str, Tuple[Any, Any, Any, Any]] = {}
                 with gr.Row(equal_height=True):  # the shown results wrap, two to a row on a wide screen
                     for m in methods:

@@ -233,7 +233,7 @@ def fuse_methods(
     stem: str = "fused",
     progress: Optional[ProgressFn] = None,
 ) -> PairResult:
-    """Fuse one pair with each of ``methods``, write each result as ``out_dir/<stem>_<method>.png``,
+    """Fuse one pair with each of ``methods`` (in the order of :func:`ivfusion.list_methods`), write each result as ``out_dir/<stem>_<method>.png``,
     and score it on :data:`DEMO_METRICS` against the sources as the method saw them
     (:func:`as_seen`: 16-bit infrared stretched, resampled when ``resize`` is on).
 
@@ -249,7 +249,7 @@ def fuse_methods(
     if unknown:
         raise DemoInputError(f"unknown or unavailable method(s) {', '.join(map(repr, unknown))}; "
                              f"available: {', '.join(available)}")
-    methods = list(dict.fromkeys(methods))  # once each, in the order given
+    methods = [m for m in available if m in methods]  # once each, in the page's order
     per_method = {m: fusion_kwargs(m, options, values) for m in methods}
     resize = per_method[methods[0]].get("resize")
     if ir.shape[:2] != vis.shape[:2] and resize is None:
