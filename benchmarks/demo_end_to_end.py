@@ -8,8 +8,8 @@ headless Chromium through Selenium (Debian's ``chromium`` and ``chromium-driver`
 bundled pair, presses Fuse and waits until every chosen method's result image has loaded. Request 1
 includes loading the networks' weights (once per server); the others do not. For the breakdown, the
 same process then times ``ivfusion.fuse`` and the page's metrics (``evaluate`` on DEMO_METRICS) alone.
-Prints a markdown table (with the handler's own time, from the page's status line). ``--screenshot`` saves the page after the last request (1400 px wide, whole
-page, quantised to 256 colours).
+Prints a markdown table (with the handler's own time, from the page's status line). ``--screenshot``
+saves the page after the last request (1400 px wide, whole page, quantised to 256 colours).
 """
 from __future__ import annotations
 

@@ -7,9 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,7 +83,8 @@ def test_options_map_to_fuse_arguments():
     names = [o.name for o in options]
     assert names == ["resize", "precision", "device", "rule"]
     assert not options[names.index("device")].visible and demo_options(cuda=True)[2].visible
-    assert "fp16" not in [v for _, v in options[1].choices] and "fp16" in [v for _, v in demo_options(cuda=True)[1].choices]
+    assert "fp16" not in [v for _, v in options[1].choices]
+    assert "fp16" in [v for _, v in demo_options(cuda=True)[1].choices]
     defaults = [o.default for o in options]
     assert fusion_kwargs("average", options, defaults) == {}
     assert fusion_kwargs("didfuse", options, defaults) == {"rule": "sum"}
@@ -267,6 +266,21 @@ def test_api_bad_requests_get_messages_and_the_server_keeps_serving(client, serv
     assert "average" in result_pngs(out, ["average"])
 
 
+def test_uploads_over_the_file_limit_are_refused(server, tmp_path):
+    import httpx
+
+    from ivfusion.demo import MAX_FILE_BYTES
+
+    big = tmp_path / "big.tif"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_FILE_BYTES + 1)  # sparse: nothing written to disk
+    before = server.files()
+    with open(big, "rb") as fh:
+        response = httpx.post(server.url + "gradio_api/upload", files={"files": ("big.tif", fh)}, timeout=60)
+    assert response.status_code == 413 and f"maximum allowed size of {MAX_FILE_BYTES} bytes" in response.text
+    assert server.files() == before  # nothing of it kept
+
+
 def test_api_loads_each_network_once(client, pair_dir):
     from ivfusion.fusion import _cached_model
 
@@ -343,5 +357,6 @@ def test_space_files_match_the_package():
     cfg = configparser.ConfigParser()
     cfg.read(REPO_ROOT / "setup.cfg")
     assert cfg["options.extras_require"]["demo"].split() == ["gradio>=6,<7"]
-    sdk = next(l.split(":")[1].strip() for l in (space / "README.md").read_text().splitlines() if l.startswith("sdk_version"))
+    card = (space / "README.md").read_text(encoding="utf-8").splitlines()
+    sdk = next(line.split(":")[1].strip() for line in card if line.startswith("sdk_version"))
     assert sdk.split(".")[0] == "6" and gradio.__version__.split(".")[0] == "6"

@@ -100,7 +100,9 @@ def test_fuse_two_methods_in_the_browser(server, browser, tmp_path):
     open_page(browser, server.url)
     upload(browser, "ir", ir)
     upload(browser, "vis", vis)
-    assert by_css(browser, "#example input")[0].get_attribute("value") == "none: use the uploads"
+    # uploading switches the example choice off (the uploads win in any case)
+    wait_for("the example choice to switch to the uploads", timeout=30,
+             check=lambda: by_css(browser, "#example input")[0].get_attribute("value") == "none: use the uploads")
     choose_methods(browser, methods)
     by_css(browser, "#fuse")[0].click()
     sizes = wait_for("both results", lambda: shown_results(browser, methods))

@@ -143,7 +143,8 @@ def _method_label(name: str) -> str:
 
 
 def _example_choices() -> List[Tuple[str, str]]:
-    return [("none: use the uploads", "")] + [(f"{n}: {sample_info(n).description.split(',')[0]}", n) for n in list_samples()]
+    pairs = [(f"{n}: {sample_info(n).description.split(',')[0]}", n) for n in list_samples()]
+    return [("none: use the uploads", "")] + pairs
 
 
 def build_app(*, default_example: str = "night", default_methods: Sequence[str] = ("refinefuse",),
@@ -206,26 +207,28 @@ def build_app(*, default_example: str = "night", default_methods: Sequence[str] 
         def run_fusion(ir_path: Optional[str], vis_path: Optional[str], example_name: Optional[str],
                        methods: Optional[List[str]], *values: Any, progress=gr.Progress()) -> Dict[Any, Any]:
             started = time.perf_counter()
+            out_dir = Path(status.GRADIO_CACHE) / "ivfusion-results" / uuid.uuid4().hex
             try:
                 ir, vis, stem = _read_pair(ir_path, vis_path, example_name)
-                out_dir = Path(status.GRADIO_CACHE) / "ivfusion-results" / uuid.uuid4().hex
                 result = fuse_methods(ir, vis, methods or [], options, values, out_dir, stem,
                                       progress=lambda f, d: progress(f, desc=d))
                 ir_png = save_image(out_dir / "infrared_as_seen.png", result.ir_seen)
                 vis_png = save_image(out_dir / "visible_as_seen.png", result.vis_seen)
-            except (ValueError, TypeError, FileNotFoundError, RuntimeError, MemoryError) as exc:
-                raise gr.Error(str(exc).strip().splitlines()[0], duration=None, print_exception=False) from None
-            except Exception as exc:  # keep serving; the log has the traceback, the page a short message
-                logger.exception("ivfusion demo: request failed")
-                raise gr.Error(f"internal error ({type(exc).__name__}); the server's log has the details",
-                               duration=None, print_exception=False) from None
+            except Exception as exc:  # keep serving: a message on the page, never a traceback
+                shutil.rmtree(out_dir, ignore_errors=True)  # results of the methods done before the failure
+                if isinstance(exc, (ValueError, TypeError, FileNotFoundError, RuntimeError, MemoryError)):
+                    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                else:
+                    logger.exception("ivfusion demo: request failed")
+                    message = f"internal error ({type(exc).__name__}); the server's log has the details"
+                raise gr.Error(message, duration=None, print_exception=False) from None
             finally:
                 _discard_uploads([ir_path, vis_path])
             h, w = result.ir_seen.shape[:2]
             done = {r.method: r for r in result.results}
             out: Dict[Any, Any] = {
-                status: (f"Fused a {w}x{h} pair with {len(done)} method(s) in "
-                         f"{time.perf_counter() - started:.1f} s.\n\n" + "\n".join(f"- {describe(r)}" for r in done.values())),
+                status: (f"Fused a {w}x{h} pair with {len(done)} method(s) in {time.perf_counter() - started:.1f} s."
+                         "\n\n" + "\n".join(f"- {describe(r)}" for r in done.values())),
                 ir_view: str(ir_png),
                 vis_view: str(vis_png),
                 grid: gr.Gallery(value=[(str(r.png), f"{r.method}: {r.seconds:.2f} s") for r in result.results],
@@ -243,7 +246,8 @@ def build_app(*, default_example: str = "night", default_methods: Sequence[str] 
             return out
 
         run_fusion.__signature__ = _api_signature(run_fusion, options)
-        outputs = [status, ir_view, vis_view, grid, table, ir_file, vis_file] + [c for slot in slots.values() for c in slot]
+        outputs = [status, ir_view, vis_view, grid, table, ir_file, vis_file]
+        outputs += [c for slot in slots.values() for c in slot]
         event = run.click(run_fusion, inputs=[ir_file, vis_file, example, method_box, *controls], outputs=outputs,
                           api_name="fuse", concurrency_limit=1)
         # The uploads are gone after every response, failed or not: empty their inputs (run_fusion does on

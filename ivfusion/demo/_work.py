@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ __all__ = [
     "MethodResult",
     "PairResult",
     "fuse_methods",
+    "describe",
 ]
 
 #: Largest image the demo accepts, in pixels (width x height) per image.
@@ -103,7 +104,8 @@ def demo_options(cuda: Optional[bool] = None) -> List[DemoOption]:
                     ("resample the visible to the infrared size", "vis_to_ir")),
                    "none", "what to do when the two images differ in size (bilinear, antialiased)"),
         DemoOption("precision", "Precision", tuple(precisions), "auto",
-                   "networks' compute precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16 where safe, else fp32"),
+                   "networks' compute precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16 where safe, "
+                   "else fp32"),
         DemoOption("device", "Device", (("auto (CUDA when available)", "auto"), ("cpu", "cpu"), ("cuda", "cuda")),
                    "auto", "where the methods run", visible=cuda),
         DemoOption("rule", "DIDFuse rule", tuple((r, r) for r in FUSION_RULES), rule_default,
@@ -233,9 +235,9 @@ def fuse_methods(
     stem: str = "fused",
     progress: Optional[ProgressFn] = None,
 ) -> PairResult:
-    """Fuse one pair with each of ``methods`` (in the order of :func:`ivfusion.list_methods`), write each result as ``out_dir/<stem>_<method>.png``,
-    and score it on :data:`DEMO_METRICS` against the sources as the method saw them
-    (:func:`as_seen`: 16-bit infrared stretched, resampled when ``resize`` is on).
+    """Fuse one pair with each of ``methods`` (in the order of :func:`ivfusion.list_methods`), write each
+    result as ``out_dir/<stem>_<method>.png``, and score it on :data:`DEMO_METRICS` against the sources
+    as the methods saw them (:func:`as_seen`: 16-bit infrared stretched, resampled when ``resize`` is on).
 
     Raises:
         DemoInputError: no method, an unknown or unavailable method, a bad option value, sizes that
