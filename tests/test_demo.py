@@ -266,6 +266,21 @@ def test_api_bad_requests_get_messages_and_the_server_keeps_serving(client, serv
     assert "average" in result_pngs(out, ["average"])
 
 
+def test_a_request_failing_midway_keeps_no_result(client, server, pair_dir, monkeypatch):
+    from ivfusion.demo import _work
+
+    def failing_fuse(ir, vis, method, **kwargs):
+        if method == "guided":
+            raise RuntimeError("guided: out of luck")
+        return ivfusion.fuse(ir, vis, method, **kwargs)
+
+    monkeypatch.setattr(_work, "fuse", failing_fuse)  # the server runs in this process
+    before = server.files()
+    api_error(client, "guided: out of luck", ir=pair_dir / "ir.png", vis=pair_dir / "vis.jpg",
+              methods=["average", "guided"])
+    assert server.files() == before  # average's PNG, written first, was deleted with the failure
+
+
 def test_uploads_over_the_file_limit_are_refused(server, tmp_path):
     import httpx
 

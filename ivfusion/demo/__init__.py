@@ -117,6 +117,31 @@ def _read_pair(ir_path: Optional[str], vis_path: Optional[str], example: Optiona
 # The page
 
 
+def _upload_field(gr: Any, **kwargs: Any) -> Any:
+    """A ``gr.File`` whose value reaches the handler as the path of the uploaded file itself.
+
+    ``gr.File(type="filepath")`` (Gradio 6.31) also creates an empty temporary file in the server's
+    folder on every request and never deletes it; this field checks the file type as it does and
+    returns the path, creating nothing.
+    """
+    from gradio.data_classes import ListFiles
+    from gradio_client.utils import is_valid_file
+
+    class UploadField(gr.File):
+        is_template = True  # drawn by the page as a plain File
+
+        def preprocess(self, payload: Any) -> Optional[str]:
+            if payload is None:
+                return None
+            if isinstance(payload, ListFiles):
+                payload = payload[0]
+            if self.file_types and not is_valid_file(payload.path, self.file_types):
+                raise gr.Error(f"upload an image file: {', '.join(self.file_types)}", print_exception=False)
+            return payload.path
+
+    return UploadField(**kwargs)
+
+
 def _intro() -> str:
     return (
         "# ivfusion: infrared-visible and medical image fusion\n"
@@ -170,10 +195,10 @@ def build_app(*, default_example: str = "night", default_methods: Sequence[str] 
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
                 file_types = list(IMAGE_EXTENSIONS)
-                ir_file = gr.File(label="Infrared (or PET/CT/SPECT) image", file_types=file_types, height=140,
-                                  elem_id="ir-file")
-                vis_file = gr.File(label="Visible (or MRI) image", file_types=file_types, height=140,
-                                   elem_id="vis-file")
+                ir_file = _upload_field(gr, label="Infrared (or PET/CT/SPECT) image", file_types=file_types,
+                                        height=140, elem_id="ir-file")
+                vis_file = _upload_field(gr, label="Visible (or MRI) image", file_types=file_types, height=140,
+                                         elem_id="vis-file")
                 example = gr.Dropdown(_example_choices(), value=default_example, label="...or an example pair",
                                       elem_id="example")
                 method_box = gr.CheckboxGroup([(_method_label(m), m) for m in methods], value=list(default_methods),
