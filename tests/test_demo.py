@@ -365,6 +365,8 @@ def test_space_files_match_the_package():
     space = REPO_ROOT / "examples" / "space"
     app = runpy.run_path(str(space / "app.py"), run_name="space")["demo"]  # built, not launched
     assert isinstance(app, gradio.Blocks) and app.title == "ivfusion demo"
+    # building the page writes nothing into the package (Gradio writes .pyi stubs for component subclasses)
+    assert sorted(p.name for p in (REPO_ROOT / "ivfusion" / "demo").glob("*.py*")) == ["__init__.py", "_work.py"]
     lines = (space / "requirements.txt").read_text(encoding="utf-8").splitlines()
     assert f"./ivfusion-{ivfusion.__version__}-py3-none-any.whl[demo]" in lines
     ci_torch = next(w.strip('"') for w in (REPO_ROOT / ".ci" / "run").read_text().split() if w.startswith('"torch=='))

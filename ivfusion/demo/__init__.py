@@ -122,24 +122,25 @@ def _upload_field(gr: Any, **kwargs: Any) -> Any:
 
     ``gr.File(type="filepath")`` (Gradio 6.31) also creates an empty temporary file in the server's
     folder on every request and never deletes it; this field checks the file type as it does and
-    returns the path, creating nothing.
+    returns the path, creating nothing. (Its ``preprocess`` is replaced on the instance: a subclass
+    would make Gradio write a ``.pyi`` stub next to this module.)
     """
     from gradio.data_classes import ListFiles
     from gradio_client.utils import is_valid_file
 
-    class UploadField(gr.File):
-        is_template = True  # drawn by the page as a plain File
+    field = gr.File(**kwargs)
 
-        def preprocess(self, payload: Any) -> Optional[str]:
-            if payload is None:
-                return None
-            if isinstance(payload, ListFiles):
-                payload = payload[0]
-            if self.file_types and not is_valid_file(payload.path, self.file_types):
-                raise gr.Error(f"upload an image file: {', '.join(self.file_types)}", print_exception=False)
-            return payload.path
+    def preprocess(payload: Any) -> Optional[str]:
+        if payload is None:
+            return None
+        if isinstance(payload, ListFiles):
+            payload = payload[0]
+        if field.file_types and not is_valid_file(payload.path, field.file_types):
+            raise gr.Error(f"upload an image file: {', '.join(field.file_types)}", print_exception=False)
+        return payload.path
 
-    return UploadField(**kwargs)
+    field.preprocess = preprocess
+    return field
 
 
 def _intro() -> str:
