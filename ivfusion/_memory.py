@@ -1,13 +1,18 @@
-"""How much memory this process may still use on the CPU: the smallest of the machine's available
-memory, the cgroup (container) limit and the address-space limit (``ulimit -v``). Linux only; other
-systems report ``None`` (unknown)."""
+"""How much memory this process may still use.
+
+* CPU (:func:`available_cpu_bytes`): the smallest of the machine's available memory, the cgroup
+  (container) limit and the address-space limit (``ulimit -v``). Linux only; other systems report
+  ``None`` (unknown).
+* CUDA (:func:`available_cuda_bytes`): the device's free memory plus what PyTorch's caching
+  allocator holds unused, capped by ``torch.cuda.set_per_process_memory_fraction``.
+"""
 from __future__ import annotations
 
 import resource
 from pathlib import Path
 from typing import List, Optional
 
-__all__ = ["available_cpu_bytes"]
+__all__ = ["available_cpu_bytes", "available_cuda_bytes"]
 
 
 def _read_int(path: str) -> Optional[int]:
@@ -59,3 +64,18 @@ def available_cpu_bytes() -> Optional[int]:
         if value is not None:
             found.append(value)
     return min(found) if found else None
+
+
+def available_cuda_bytes(device) -> int:
+    """Bytes this process can still allocate on CUDA ``device``: the driver's free memory plus the
+    blocks PyTorch's caching allocator reserved but does not use, and at most what a per-process
+    memory fraction (``torch.cuda.set_per_process_memory_fraction``) leaves above the memory in use."""
+    import torch
+
+    free, total = torch.cuda.mem_get_info(device)
+    allocated = torch.cuda.memory_allocated(device)
+    available = free + max(torch.cuda.memory_reserved(device) - allocated, 0)
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _: 1.0)(device)
+    if fraction < 1.0:
+        available = min(available, max(int(fraction * total) - allocated, 0))
+    return available

@@ -14,7 +14,8 @@ from typing import Any, List, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "dist_info", "init_distributed", "shard", "gather_objects", "barrier", "rank_device"]
+__all__ = ["DistInfo", "dist_info", "init_distributed", "shard", "gather_objects", "barrier", "rank_device",
+           "rank0_decides"]
 
 T = TypeVar("T")
 
@@ -105,3 +106,13 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def rank0_decides(flag: bool, device: Any = "cpu") -> bool:
+    """Rank 0's ``flag`` on every rank (a broadcast through ``device``, the process group's device), so
+    that decisions taken on local state (a clock) agree; ``flag`` itself in a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())

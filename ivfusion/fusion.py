@@ -18,7 +18,7 @@ from ._names import unknown_name
 from .classical import CLASSICAL_METHODS
 from ._cpu import native_bf16
 from ._heap import heap_reuse
-from ._memory import available_cpu_bytes
+from ._memory import available_cpu_bytes, available_cuda_bytes
 from .color import looks_like_photograph, rgb_to_ycbcr, ycbcr_to_rgb
 from .deploy import load_onnx
 from .io import (
@@ -470,8 +470,7 @@ def _run(
     if tile_size is None and device.type == "cuda" and not pixelwise and method in list_models():
         wkey = _weights_key(weights) or default_weight(method)
         bpp = _probe_cuda_bytes_per_pixel(method, wkey, str(device), dtype)
-        free, _ = torch.cuda.mem_get_info(device)
-        tile_size = auto_tile_size(bpp, free_bytes=free, size_multiple=multiple)
+        tile_size = auto_tile_size(bpp, free_bytes=available_cuda_bytes(device), size_multiple=multiple)
     elif tile_size is None and device.type == "cpu" and not pixelwise and method in list_models():
         tile_size = _cpu_tile_size(method, tuple(ir.shape), multiple)
     if device.type == "cuda":

@@ -2,6 +2,7 @@
 tests that need it skip when it is absent."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+#: The shared fixtures: ``../shared`` next to the checkout, or ``IVFUSION_SHARED`` (the GPU session
+#: points it at the copy of the data it carries to the device machine).
+SHARED = Path(os.environ.get("IVFUSION_SHARED") or REPO_ROOT.parent / "shared")
 VAL_DIR = SHARED / "data" / "ivif" / "val" / "roadscene"
 REFERENCE_DIR = SHARED / "reference"
 
@@ -25,6 +28,25 @@ def require(path: Path) -> Path:
 def reference_file(*parts: str) -> Path:
     """A file of ``../shared/reference`` (official weights, golden outputs); skips the test if absent."""
     return require(REFERENCE_DIR.joinpath(*parts))
+
+
+@pytest.fixture
+def cuda_device() -> str:
+    """The device of the CUDA tests (their names contain ``cuda``; ``benchmarks/gpu_check.py --parts
+    tests`` runs them): ``"cuda"`` where available, else skipped. ``IVFUSION_CUDA_TESTS_ON_CPU=1``
+    runs them on the CPU instead, a dry run of their logic before a GPU is lent (the CUDA-only parts
+    of a test then skip)."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if os.environ.get("IVFUSION_CUDA_TESTS_ON_CPU") == "1":
+        return "cpu"
+    pytest.skip("needs CUDA (IVFUSION_CUDA_TESTS_ON_CPU=1 dry-runs it on the CPU)")
+
+
+def cuda_only(device: str) -> None:
+    """Skip the rest of a CUDA test on its CPU dry run."""
+    if device != "cuda":
+        pytest.skip("CUDA-only check (CPU dry run)")
 
 
 @pytest.fixture

@@ -8,8 +8,11 @@ import torch
 from PIL import Image
 
 from ivfusion.train.data import (
+    AUGMENTATIONS,
+    DevicePairs,
     PairedFusionDataset,
     StepBatchSampler,
+    batch_to_device,
     find_pairs,
     load_luma,
     make_loader,
@@ -228,3 +231,46 @@ def test_real_training_folders_load(tmp_path):
     ds = PairedFusionDataset(pairs, crop=64, workers=1)
     ir = ds.maps[0][0]
     assert ir.ndim == 2 and ir.dtype == np.uint8 and ds.sizes[0] == ir.shape  # 3-channel grey IR -> 1 channel
+
+
+def test_device_pairs_give_exactly_the_loader_batches(tmp_path, rng):
+    # A pair smaller than the crop (reflect-padded) and larger ones; every augmentation draw.
+    sizes = {"a": (20, 26), "b": (40, 33), "c": (31, 45), "d": (36, 36)}
+    root = _write_pairs(tmp_path, {s: (smooth_image(rng, h, w), smooth_image(rng, h, w)) for s, (h, w) in sizes.items()})
+    for augment, crop_mode, saliency in (("dihedral", "random", "vsm"), ("hflip", "random", None),
+                                         ("none", "center", "ir_bright")):
+        ds = PairedFusionDataset(root, crop=24, crop_mode=crop_mode, augment=augment, saliency=saliency, seed=5,
+                                 workers=1)
+        sampler = StepBatchSampler(len(ds), 3, 7, seed=5)
+        on_device = DevicePairs(ds, "cpu", channels_last=True)
+        loader_batches = list(make_loader(ds, sampler, workers=0))
+        assert len(loader_batches) == 7
+        for keys, batch in zip(sampler, loader_batches):
+            got = on_device.batch(keys)
+            want = batch_to_device(batch, torch.device("cpu"), channels_last=True)
+            assert got.keys() == want.keys() == set(ds.keys)
+            for k in want:
+                assert got[k].dtype == torch.float32 and got[k].shape == want[k].shape
+                assert got[k].is_contiguous(memory_format=torch.channels_last)
+                assert torch.equal(got[k], want[k]), (augment, k)
+    with pytest.raises(TypeError, match="dataset: expected a PairedFusionDataset"):
+        DevicePairs([1, 2], "cpu")
+
+
+def test_crop_params_follow_the_augmentation(tmp_path, rng):
+    root = _write_pairs(tmp_path, {"a": (smooth_image(rng, 30, 40), smooth_image(rng, 30, 40))})
+    for augment in AUGMENTATIONS:
+        ds = PairedFusionDataset(root, crop=16, augment=augment, seed=0, workers=1)
+        params = [ds.crop_params(e, 0) for e in range(64)]
+        assert all(0 <= t <= 14 and 0 <= left <= 24 for t, left, *_ in params)
+        flags = {tuple(p[2:]) for p in params}
+        if augment == "none":
+            assert flags == {(False, False, False)}
+        elif augment == "hflip":
+            assert flags == {(False, False, False), (True, False, False)}
+        else:
+            assert len(flags) == 8  # all dihedral transforms occur in 64 draws
+    ds = PairedFusionDataset(root, crop=16, crop_mode="center", workers=1)
+    assert ds.crop_params(3, 0)[:2] == (7, 12)
+    with pytest.raises(IndexError, match="index 1 out of range for 1 pairs"):
+        ds.crop_params(0, 1)

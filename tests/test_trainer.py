@@ -354,3 +354,97 @@ def test_cli_train_stop_after_then_resume(folders, tmp_path, capsys):
     assert main(["train", "f3net", "--out", str(out), "--resume", "--no-progress"]) == 0
     assert "done: 3 steps" in capsys.readouterr().out
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 3 and (out / "summary.json").is_file()
+
+
+# ------------------------------------------------------------------------------ device data path, time limit
+
+
+def test_data_on_device_trains_exactly_as_the_loader_path(folders, tmp_path):
+    results = []
+    for on_device in (False, True):
+        cfg = TrainConfig.for_method("fiscnet", data=[str(folders["three"])], out=str(tmp_path / str(on_device)),
+                                     steps=3, batch_size=2, crop=32, workers=0, progress=False, log_every=1,
+                                     data_on_device=on_device)
+        trainer = Trainer(cfg)
+        assert trainer.data_on_device is on_device
+        result = trainer.fit()
+        results.append((_train_rows(result.history), trainer.model.state_dict()))
+    (rows_a, state_a), (rows_b, state_b) = results
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert TrainConfig.for_method("f3net").data_on_device is None  # auto: on for CUDA only
+    with pytest.raises(ValueError, match="data_on_device"):
+        TrainConfig.for_method("f3net", data_on_device="yes")
+
+
+def _ticking_budget(seconds):
+    """A TimeBudget whose clock advances one second per reading, with steps of 0.1 s and validations of
+    0.2 s whatever they really take (the test must not depend on the machine's speed)."""
+    from ivfusion.train._runtime import TimeBudget
+
+    class Ticking(TimeBudget):
+        def record_step(self, seconds):
+            super().record_step(0.1)
+
+        def record_closing(self, seconds):
+            super().record_closing(0.2)
+
+    ticks = iter(range(10**6))
+    return Ticking(seconds, clock=lambda: float(next(ticks)))
+
+
+def test_time_limit_stops_validates_checkpoints_and_exports(folders, tmp_path, monkeypatch):
+    import ivfusion.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "TimeBudget", _ticking_budget)
+    out = tmp_path / "timed"
+    cfg = TrainConfig.for_method("f3net", data=[str(folders["three"])], val=str(folders["val"]), out=str(out),
+                                 steps=8, batch_size=2, crop=32, workers=0, progress=False, val_every=2,
+                                 val_metrics=["VIF", "Qabf"], export="f3net.timed")
+    # Clock readings 1, 2, 3, 4 before steps 1, 2, 3, 4: 4 + 0.1 + 0.2 > 3.5, so step 4 is not taken.
+    result = Trainer(cfg).run(time_limit=3.5)
+    assert (result.step, result.finished, result.timed_out) == (3, False, True)
+    vals = [r["step"] for r in result.history if r["kind"] == "val"]
+    assert vals == [2, 3]  # the regular validation at step 2, and the stop step
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["steps"], summary["total_steps"], summary["stopped"]) == (3, 8, "time limit")
+    assert summary["best_step"] in (2, 3) and (out / "f3net_timed.safetensors").is_file()
+    # The run resumes from the stop and finishes.
+    monkeypatch.undo()
+    done = Trainer(cfg, resume=True).run()
+    assert (done.step, done.finished, done.timed_out) == (8, True, False)
+    assert json.loads((out / "summary.json").read_text())["stopped"] is None
+
+
+def test_time_budget_accounts_for_the_closing_validation():
+    from ivfusion.train._runtime import TimeBudget
+
+    now = [0.0]
+    budget = TimeBudget(10.0, clock=lambda: now[0])
+    assert budget.limited and not budget.exhausted()
+    budget.record_step(2.0)
+    budget.record_closing(3.0)
+    now[0] = 5.0
+    assert not budget.exhausted()  # 5 + 2 + 3 = 10: still fits
+    now[0] = 5.5
+    assert budget.exhausted() and not budget.exhausted(closing=False)
+    assert not TimeBudget(None).exhausted() and not TimeBudget(None).limited
+    for bad in (-1, float("nan"), float("inf"), "10", True):
+        with pytest.raises(ValueError, match="time_limit: expected a number of seconds >= 0"):
+            TimeBudget(bad)
+
+
+def test_cli_train_time_limit(folders, tmp_path, capsys):
+    out = tmp_path / "budget"
+    args = ["train", "f3net", "--data", str(folders["three"]), "--out", str(out), "--steps", "3", "--batch-size", "2",
+            "--crop", "32", "--workers", "0", "--no-progress", "--export", "f3net.budget"]
+    with pytest.raises(SystemExit):
+        main([*args, "--time-limit", "-5"])
+    assert "--time-limit: expected a number of seconds >= 0, got '-5'" in capsys.readouterr().err
+    assert main([*args, "--time-limit", "0"]) == 0  # the budget is spent before the first step
+    text = capsys.readouterr().out
+    assert "time limit: stopped after step 0 of 3" in text and "--resume" in text
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 0 and (out / "f3net_budget.safetensors").is_file()
+    assert main(["train", "f3net", "--out", str(out), "--resume", "--no-progress", "--time-limit", "600"]) == 0
+    assert "done: 3 steps" in capsys.readouterr().out

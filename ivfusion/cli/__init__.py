@@ -2,9 +2,10 @@
 
 Each subcommand is a pair of functions in a small module of this package: ``_add_<name>(subparsers)``
 declares its arguments and ``_cmd_<name>(args) -> int`` runs it (``_fusion``: fuse, fuse-video,
-compare; ``_weights``: list, samples, weights (and model cards), export; ``_train``: eval, train; ``_common``: shared helpers).
-The work itself lives in the library; this package only parses, calls and prints. Expected failures (bad input, missing files, unavailable weights)
-print one line ``ivfusion: error: ...`` and exit with status 1; usage errors exit with 2.
+compare; ``_weights``: list, samples, weights (and model cards), export; ``_train``: eval, train;
+``_demo``: demo; ``_common``: shared helpers). The work itself lives in the library; this package only
+parses, calls and prints. Expected failures (bad input, missing files, unavailable weights) print one
+line ``ivfusion: error: ...`` and exit with status 1; usage errors exit with 2.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .._version import __version__
 from ._common import CLIError, cli_message
+from ._demo import _add_demo, _cmd_demo
 from ._fusion import _add_compare, _add_fuse, _add_fuse_video, _cmd_compare, _cmd_fuse, _cmd_fuse_video
 from ._train import _add_eval, _add_train, _cmd_eval, _cmd_train
 from ._weights import (
@@ -44,6 +46,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callabl
     "eval": (_add_eval, _cmd_eval),
     "train": (_add_train, _cmd_train),
     "export": (_add_export, _cmd_export),
+    "demo": (_add_demo, _cmd_demo),
 }
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any, Dict
 
@@ -111,10 +112,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                    help="stop after this step, saving last.pt there (validated only if it is a validation "
                         "step); the run goes on with --resume")
+    p.add_argument("--time-limit", type=_seconds, default=None, metavar="SECONDS",
+                   help="wall-clock budget of this command: stop when one more step and the final validation "
+                        "would pass it, then validate, save last.pt and export the best checkpoint as a finished "
+                        "run does; the run goes on with --resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     from ..train import TrainConfig, Trainer
 
     values: Dict[str, Any] = {}
@@ -154,10 +170,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ranks = f" x {trainer.dist.world_size} ranks" if trainer.dist.distributed else ""
         print(f"training {config.method}: {len(trainer.dataset)} pairs, {trainer.total_steps} steps, "
               f"batch {config.batch_size}, crop {config.crop}, device {trainer.device}{ranks} -> {trainer.out}")
-    result = trainer.run(args.stop_after)
+    time_limit = None if args.time_limit is None else max(0.0, args.time_limit - (time.perf_counter() - started))
+    result = trainer.run(args.stop_after, time_limit=time_limit)
     if not trainer.dist.is_main:
         return 0
-    if not result.finished:
+    if result.timed_out:
+        print(f"time limit: stopped after step {result.step} of {trainer.total_steps} (validated, checkpointed, best "
+              f"exported); go on with: ivfusion train {config.method} --out {config.out} --resume")
+    elif not result.finished:
         print(f"stopped after step {result.step} of {trainer.total_steps}; go on with: ivfusion train "
               f"{config.method} --out {config.out} --resume")
     else:

@@ -9,6 +9,7 @@ Command line: ``ivfusion train METHOD --data DIR [DIR ...] --val DIR --out RUN_D
 """
 from .config import METHODS, RECIPES, TrainConfig, lr_factor
 from .data import (
+    DevicePairs,
     PairedFusionDataset,
     PairFiles,
     StepBatchSampler,
@@ -45,6 +46,7 @@ __all__ = [
     "PairedFusionDataset",
     "StepBatchSampler",
     "batch_to_device",
+    "DevicePairs",
     "epoch_permutation",
     "find_pairs",
     "load_luma",

@@ -3,10 +3,12 @@ restore (for bit-identical resumes), atomic checkpoint writes, the hardware line
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
 import random
+import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -14,7 +16,7 @@ import torch
 from ..io import write_atomic
 
 __all__ = ["hardware_description", "atomic_save", "rng_state", "set_rng_state", "resolve_device",
-           "resolve_precision"]
+           "resolve_precision", "TimeBudget"]
 
 
 def hardware_description(device: torch.device) -> str:
@@ -80,3 +82,48 @@ def resolve_precision(precision: str, device: torch.device, half_ok: bool) -> Op
         raise ValueError("precision: 'fp16' needs a CUDA device (use 'bf16' or 'fp32' on CPU)")
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
+
+
+class TimeBudget:
+    """A wall-clock budget for a training loop, in seconds from construction (``None``: unlimited).
+
+    Before each step the loop asks :meth:`exhausted`: whether the time spent plus one more step
+    (the mean of the steps recorded so far) plus the closing work (the last validation's duration,
+    :meth:`record_closing`) would pass the limit. Before any step is recorded a step counts as free,
+    so a run always starts unless the limit is already spent.
+    """
+
+    def __init__(self, seconds: Optional[float], *, clock: Callable[[], float] = time.perf_counter) -> None:
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                    or not math.isfinite(seconds) or seconds < 0):
+            raise ValueError(f"time_limit: expected a number of seconds >= 0 or None, got {seconds!r}")
+        self.seconds = seconds
+        self.clock = clock
+        self.start = clock()
+        self._step_total = 0.0
+        self._steps = 0
+        self.closing_s = 0.0
+
+    @property
+    def limited(self) -> bool:
+        return self.seconds is not None
+
+    @property
+    def step_s(self) -> float:
+        """Mean seconds per recorded step (0 before the first)."""
+        return self._step_total / self._steps if self._steps else 0.0
+
+    def record_step(self, seconds: float) -> None:
+        self._step_total += seconds
+        self._steps += 1
+
+    def record_closing(self, seconds: float) -> None:
+        """The duration of the work done when the loop stops (a validation)."""
+        self.closing_s = seconds
+
+    def exhausted(self, *, closing: bool = True) -> bool:
+        """Whether one more step (and, with ``closing``, the closing work) would overrun the limit."""
+        if self.seconds is None:
+            return False
+        spent = self.clock() - self.start
+        return spent + self.step_s + (self.closing_s if closing else 0.0) > self.seconds

@@ -44,7 +44,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RUNTIME_FIELDS = frozenset({
     "data", "val", "out", "device", "workers", "val_every", "val_limit", "val_metrics", "val_profile", "select",
     "ckpt_every", "log_every", "export", "license", "progress", "compile", "val_max_side", "channels_last",
-    "deterministic"})
+    "deterministic", "data_on_device"})
 #: Fields that set the run's length: they may grow when a run is extended.
 LENGTH_FIELDS = frozenset({"steps", "epochs"})
 
@@ -173,6 +173,11 @@ class TrainConfig:
     deterministic: bool = False
     #: DataLoader worker processes (0 = load in the main process).
     workers: int = 4
+    #: Keep the decoded training pairs on the training device and cut, flip and batch the crops
+    #: there (:class:`~ivfusion.train.data.DevicePairs`: the same samples as the DataLoader path, no
+    #: per-step host work). ``None``: on for CUDA, off for the CPU (where the workers overlap the
+    #: crops with the step).
+    data_on_device: Optional[bool] = None
     #: Validate every N steps; ``"epoch"`` = once per epoch; ``"auto"`` = 20 times per run; 0 =
     #: only after the last step.
     val_every: Union[int, str] = "auto"
@@ -261,6 +266,7 @@ class TrainConfig:
         need(is_int(self.seed) and self.seed >= 0, "seed", "an int >= 0")
         need(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}")
         need(is_int(self.workers) and self.workers >= 0, "workers", "an int >= 0")
+        need(self.data_on_device in (None, True, False), "data_on_device", "None, True or False")
         need((is_int(self.val_every) and self.val_every >= 0) or self.val_every in ("auto", "epoch"),
              "val_every", "an int >= 0, 'auto' or 'epoch'")
         need(self.val_limit is None or (is_int(self.val_limit) and self.val_limit >= 1), "val_limit", "None or >= 1")

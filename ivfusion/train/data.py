@@ -48,6 +48,7 @@ __all__ = [
     "StepBatchSampler",
     "make_loader",
     "batch_to_device",
+    "DevicePairs",
     "CROP_MODES",
     "AUGMENTATIONS",
     "SALIENCY_MODES",
@@ -278,12 +279,12 @@ class PairedFusionDataset(Dataset):
     def keys(self) -> Tuple[str, ...]:
         return ("ir", "vis", "mask") if self.saliency is not None else ("ir", "vis")
 
-    def sample(self, epoch: int, index: int) -> Dict[str, torch.Tensor]:
-        """Crop + augmentation of pair ``index`` for ``epoch`` (deterministic)."""
+    def crop_params(self, epoch: int, index: int) -> Tuple[int, int, bool, bool, bool]:
+        """``(top, left, hflip, vflip, transpose)`` of pair ``index``'s crop in ``epoch``: every random
+        choice of a sample, drawn from :func:`sample_rng` (so the CPU and the device paths agree)."""
         if not 0 <= index < len(self.pairs):
             raise IndexError(f"index {index} out of range for {len(self.pairs)} pairs")
-        maps = self.maps[index]
-        h, w = maps[0].shape
+        h, w = self.maps[index][0].shape
         c = self.crop
         rng = sample_rng(self.seed, epoch, index)
         if self.crop_mode == "random":
@@ -291,18 +292,24 @@ class PairedFusionDataset(Dataset):
             left = int(rng.integers(0, w - c + 1))
         else:
             top, left = (h - c) // 2, (w - c) // 2
-        views = [m[top : top + c, left : left + c] for m in maps]
+        hflip = vflip = transpose = False
         if self.augment == "hflip":
-            if rng.random() < 0.5:
-                views = [v[:, ::-1] for v in views]
+            hflip = bool(rng.random() < 0.5)
         elif self.augment == "dihedral":
-            hflip, vflip, transpose = rng.random(3) < 0.5
-            if hflip:
-                views = [v[:, ::-1] for v in views]
-            if vflip:
-                views = [v[::-1, :] for v in views]
-            if transpose:
-                views = [v.T for v in views]
+            hflip, vflip, transpose = (bool(b) for b in rng.random(3) < 0.5)
+        return top, left, hflip, vflip, transpose
+
+    def sample(self, epoch: int, index: int) -> Dict[str, torch.Tensor]:
+        """Crop + augmentation of pair ``index`` for ``epoch`` (deterministic)."""
+        top, left, hflip, vflip, transpose = self.crop_params(epoch, index)
+        c = self.crop
+        views = [m[top : top + c, left : left + c] for m in self.maps[index]]
+        if hflip:
+            views = [v[:, ::-1] for v in views]
+        if vflip:
+            views = [v[::-1, :] for v in views]
+        if transpose:
+            views = [v.T for v in views]
         return {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in zip(self.keys, views)}
 
     def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Dict[str, torch.Tensor]:
@@ -413,3 +420,41 @@ def batch_to_device(
         x = v.to(device, non_blocking=True).float().div_(255.0)
         out[k] = x.contiguous(memory_format=fmt)
     return out
+
+
+class DevicePairs:
+    """The training data on the training device: :class:`PairedFusionDataset`'s decoded ``uint8``
+    maps copied there once, crops cut, flipped and batched there.
+
+    ``pairs.batch(keys)`` equals ``batch_to_device(collate(dataset[k] for k in keys), device)``
+    exactly (same crops and flips, from :meth:`PairedFusionDataset.crop_params`), without decoding,
+    collating or copying anything on the host per step, so a GPU step is not bound by the CPU.
+    Memory: the dataset's decoded maps once (``uint8``; about 170 MB for ``ivif/train``, 260 MB
+    with saliency maps).
+    """
+
+    def __init__(self, dataset: PairedFusionDataset, device: Union[str, torch.device], *,
+                 channels_last: bool = False) -> None:
+        if not isinstance(dataset, PairedFusionDataset):
+            raise TypeError(f"dataset: expected a PairedFusionDataset, got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        #: Per pair, its maps stacked as one ``(K, H, W)`` uint8 tensor on the device.
+        self.maps = [torch.from_numpy(np.stack(m)).to(self.device) for m in dataset.maps]
+
+    def sample(self, epoch: int, index: int) -> torch.Tensor:
+        """Pair ``index``'s crop for ``epoch``: ``(K, crop, crop)`` ``uint8`` on the device."""
+        top, left, hflip, vflip, transpose = self.dataset.crop_params(epoch, index)
+        c = self.dataset.crop
+        x = self.maps[index][:, top : top + c, left : left + c]
+        dims = [d for d, on in ((-1, hflip), (-2, vflip)) if on]
+        if dims:
+            x = x.flip(dims)
+        return x.transpose(-1, -2) if transpose else x
+
+    def batch(self, keys: Sequence[Tuple[int, int]]) -> Dict[str, torch.Tensor]:
+        """``{"ir", "vis"[, "mask"]}``: float32 ``(B, 1, crop, crop)`` in ``[0, 1]`` on the device."""
+        stacked = torch.stack([self.sample(int(e), int(i)) for e, i in keys]).float().div_(255.0)
+        return {k: stacked[:, j : j + 1].contiguous(memory_format=self.memory_format)
+                for j, k in enumerate(self.dataset.keys)}

@@ -18,7 +18,6 @@ on CUDA up to the nondeterminism of cuDNN kernels unless ``deterministic=True``)
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import time
@@ -32,27 +31,23 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .._progress import progress_bar
 from .._version import __version__
-from ..distributed import dist_info, init_distributed, rank_device
+from ..distributed import dist_info, init_distributed, rank0_decides, rank_device
 from ..models import create_model, get_model_info, load_weights
 from ..models.didfuse import FUSION_RULES
 from .export import export_checkpoint
 from . import losses as L
+from ._forward import DIDFuseStep, ForwardPass, check_loss_options
 from .config import TrainConfig, lr_factor, resumed_segments
-from .data import PairedFusionDataset, StepBatchSampler, batch_to_device, find_pairs, make_loader
+from .data import DevicePairs, PairedFusionDataset, StepBatchSampler, batch_to_device, find_pairs, make_loader
 from .splits import exclude_split
 from ._manifest import manifest_fields, reproduce_command
 from ._runlog import RunLog
-from ._runtime import atomic_save, hardware_description, resolve_device, resolve_precision, rng_state, set_rng_state
+from ._runtime import (TimeBudget, atomic_save, hardware_description, resolve_device, resolve_precision, rng_state,
+                       set_rng_state)
 from .validation import Validation, mean_over_domains
 
 __all__ = ["Trainer", "TrainResult", "train"]
 
-_LOSS_FUNCTIONS = {
-    "f3net": L.f3net_loss,
-    "didfuse": L.didfuse_loss,
-    "refinefuse": L.refinefuse_loss,
-    "fiscnet": L.fiscnet_loss,
-}
 _MAX_INIT_DRAWS = 10
 
 
@@ -65,6 +60,9 @@ class TrainResult:
     step: int
     total_steps: int
     finished: bool
+    #: The run stopped short of ``total_steps`` because ``time_limit`` was spent (it was validated,
+    #: checkpointed and exported as a finished run is, and resumes from ``last.pt``).
+    timed_out: bool = False
     best_step: Optional[int] = None
     best_score: Optional[float] = None
     best_metrics: Dict[str, float] = field(default_factory=dict)
@@ -121,13 +119,11 @@ class Trainer:
         info = get_model_info(cfg.method)
         self.amp_dtype = resolve_precision(cfg.precision, self.device, info.half_precision)
         self.channels_last = self.device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
+        #: Crops cut on the training device (:class:`DevicePairs`) instead of by DataLoader workers.
+        self.data_on_device = self.device.type == "cuda" if cfg.data_on_device is None else bool(cfg.data_on_device)
+        self._device_pairs: Optional[DevicePairs] = None
 
-        loss_fn = _LOSS_FUNCTIONS[cfg.method]
-        accepted = [p.name for p in inspect.signature(loss_fn).parameters.values() if p.kind == p.KEYWORD_ONLY]
-        unknown = sorted(set(cfg.loss) - set(accepted))
-        if unknown:
-            raise ValueError(f"loss: unknown option(s) {', '.join(unknown)} for {cfg.method}; accepted: {', '.join(accepted)}")
-        self.loss_fn = loss_fn
+        check_loss_options(cfg.method, cfg.loss)
         self.term_names = ("loss",) + L.LOSS_TERMS[cfg.method]
 
         if dataset is None:
@@ -171,20 +167,10 @@ class Trainer:
                                 min_ratio=cfg.min_lr / cfg.lr),
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        # The callables of the forward pass (compiled when asked; the state dict stays self.model's).
-        self._fuse = self.model
-        self._encode = getattr(self.model, "encode", None)
-        self._decode = getattr(self.model, "decode", None)
-        #: DIDFuse's four calls as one module (what DistributedDataParallel wraps under torchrun).
-        self._didfuse_step: Optional[torch.nn.Module] = None
+        #: The callables of the forward pass (compiled or DDP-wrapped when asked).
+        self.forward_pass = ForwardPass(cfg.method, self.model, compile=cfg.compile)
         if self.dist.distributed:
             self._wrap_ddp(unused)
-        elif cfg.compile:
-            if cfg.method == "didfuse":
-                self._encode = torch.compile(self.model.encoder)
-                self._decode = torch.compile(self.model.decoder)
-            else:
-                self._fuse = torch.compile(self.model)
 
         self.step = 0
         self.elapsed = 0.0
@@ -212,15 +198,11 @@ class Trainer:
             # so the optimiser is unaffected). SyncBatchNorm is CUDA-only: on CPUs (gloo) each rank
             # normalises its own share, so DIDFuse's steps only approximate the single-process ones.
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        module: torch.nn.Module = _DIDFuseStep(self.model) if self.method == "didfuse" else self.model
+        module: torch.nn.Module = DIDFuseStep(self.model) if self.method == "didfuse" else self.model
         ddp = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                   find_unused_parameters=bool(unused))
-        if self.config.compile:
-            ddp = torch.compile(ddp)
-        if self.method == "didfuse":
-            self._didfuse_step = ddp
-        else:
-            self._fuse = ddp
+        self.forward_pass = ForwardPass(self.method, self.model,
+                                        wrapped=torch.compile(ddp) if self.config.compile else ddp)
 
     def shutdown(self, wait: bool = True) -> None:
         """Leave the process group this trainer created under ``torchrun`` (no-op otherwise).
@@ -231,17 +213,18 @@ class Trainer:
             # Drop the DDP wrappers (their reducer holds the group) and wait until every rank is done
             # (rank 0 still writes the summary and the export) before tearing the group down: a rank
             # that destroyed it early could abort in a gloo thread at exit.
-            self._fuse, self._didfuse_step = self.model, None
+            self.forward_pass = ForwardPass(self.method, self.model)
             if wait:
                 torch.distributed.barrier()
             torch.distributed.destroy_process_group()
             self.owns_process_group = False
 
-    def run(self, until_step: Optional[int] = None) -> TrainResult:
+    def run(self, until_step: Optional[int] = None, *, time_limit: Optional[float] = None) -> TrainResult:
         """:meth:`fit`, then :meth:`shutdown` (waiting for the other ranks only if the run succeeded).
-        A planned stop at ``until_step`` saves ``last.pt`` there, so the run resumes from that step."""
+        A planned stop at ``until_step`` saves ``last.pt`` there, so the run resumes from that step;
+        ``time_limit`` (seconds) stops it when the wall-clock budget is spent (see :meth:`fit`)."""
         try:
-            result = self.fit(until_step, checkpoint_at_stop=True)
+            result = self.fit(until_step, checkpoint_at_stop=True, time_limit=time_limit)
         except BaseException:
             self.shutdown(wait=False)
             raise
@@ -312,28 +295,17 @@ class Trainer:
     def compute_loss(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """Forward pass (under autocast) and loss (float32) of one batch already on the device
         (float ``[0, 1]`` tensors ``"ir"``, ``"vis"`` and, for FISCNet, ``"mask"``)."""
-        ir, vis = batch["ir"], batch["vis"]
-        kw = self.config.loss
-        if self.method == "didfuse":
-            with self._autocast():
-                if self._didfuse_step is not None:
-                    feats_ir, feats_vis, ir_hat, vis_hat = self._didfuse_step(ir, vis)
-                else:
-                    feats_ir, feats_vis, ir_hat, vis_hat = _didfuse_forward(self._encode, self._decode, ir, vis)
-            return self.loss_fn(ir, vis, ir_hat, vis_hat, feats_ir, feats_vis, **kw)
-        with self._autocast():
-            fused = self._fuse(ir, vis)  # FISCNet: the clamped output, as its loss requires
-        if self.method == "fiscnet":
-            return self.loss_fn(fused, ir, vis, batch["mask"], **kw)
-        if self.method == "refinefuse" and "mask" in batch:
-            return self.loss_fn(fused, ir, vis, saliency_ir=batch["mask"], **kw)
-        return self.loss_fn(fused, ir, vis, **kw)
+        return self.forward_pass.loss(batch, self.config.loss, self._autocast)
 
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """One optimiser step on a collated uint8 batch; returns the detached loss terms
         (``"loss"`` = the total) on the device."""
-        b = batch_to_device(batch, self.device, channels_last=self.channels_last)
-        total, terms = self.compute_loss(b)
+        return self.optimizer_step(batch_to_device(batch, self.device, channels_last=self.channels_last))
+
+    def optimizer_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """:meth:`train_step` on a batch already on the device (float ``[0, 1]``, as
+        :func:`batch_to_device` and :meth:`DevicePairs.batch` make it)."""
+        total, terms = self.compute_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.config.grad_clip is not None:
@@ -507,13 +479,20 @@ class Trainer:
         if self.dist.is_main:
             self.save_checkpoint(path)
 
-    def fit(self, until_step: Optional[int] = None, *, checkpoint_at_stop: bool = False) -> TrainResult:
+    def fit(self, until_step: Optional[int] = None, *, checkpoint_at_stop: bool = False,
+            time_limit: Optional[float] = None) -> TrainResult:
         """Train to ``total_steps`` (or stop after ``until_step`` steps, as an interruption would; with
         ``checkpoint_at_stop`` also saving ``last.pt`` at that step, as a planned stop).
 
         The last step is always validated (with ``config.val``) and checkpointed. When the run is
         complete: the best checkpoint's weights are loaded into :attr:`model`, DIDFuse's fusion rules
         are compared on them, ``summary.json`` is written and ``config.export`` is exported.
+
+        ``time_limit``: seconds of wall-clock time for this call. Before each step the loop checks
+        that the step and the closing work still fit (:class:`~ivfusion.train._runtime.TimeBudget`:
+        the mean step time so far plus the last validation's duration); when they do not, it stops
+        as a completed run does, short of its length: it validates that step, saves ``last.pt``
+        (``resume`` goes on from there), writes ``summary.json`` and exports the best checkpoint.
         """
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
@@ -533,21 +512,37 @@ class Trainer:
         sampler = StepBatchSampler(len(self.dataset), cfg.batch_size, self.total_steps, seed=cfg.seed,
                                    shuffle=cfg.shuffle, drop_last=cfg.drop_last, start_step=self.step,
                                    rank=self.dist.rank, world_size=self.dist.world_size)
-        loader = make_loader(self.dataset, sampler, workers=cfg.workers, pin_memory=self.device.type == "cuda")
+        budget = TimeBudget(time_limit)
+        if self.data_on_device:
+            if self._device_pairs is None:
+                self._device_pairs = DevicePairs(self.dataset, self.device, channels_last=self.channels_last)
+            loader: Any = None
+            batches: Any = map(self._device_pairs.batch, sampler)
+            step_fn = self.optimizer_step
+        else:
+            loader = batches = make_loader(self.dataset, sampler, workers=cfg.workers,
+                                           pin_memory=self.device.type == "cuda")
+            step_fn = self.train_step
         self._t0 = time.perf_counter()
         val_every, ckpt_every = self.val_interval, self.ckpt_interval
         postfix: Dict[str, float] = {}
         desc = f"train {self.method}" + (f" (resumed at step {self.step})" if self.step else "")
         bar = progress_bar(stop - self.step, desc, unit="step", enabled=cfg.progress and self.dist.is_main,
                            file=self.stream)
-        in_step = False
+        in_step = timed_out = False
+        validated_at = -1
         try:
-            for batch in loader:
+            for batch in batches:
                 if self.step >= stop:
+                    break
+                if budget.limited and rank0_decides(budget.exhausted(closing=self.validates), self.device):
+                    timed_out = True
                     break
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 in_step = True
-                terms = self.train_step(batch)
+                t_step = time.perf_counter()
+                terms = step_fn(batch)
+                budget.record_step(time.perf_counter() - t_step)
                 self.step += 1
                 for name in self.term_names:
                     value = terms[name].to(torch.float64)
@@ -562,10 +557,17 @@ class Trainer:
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
                 if self.validates and self.dist.is_main and ((val_every and self.step % val_every == 0) or last):
+                    t_val = time.perf_counter()
                     row = self._run_validation()
+                    budget.record_closing(time.perf_counter() - t_val)
+                    validated_at = self.step
                     postfix[cfg.select] = row["score"]
                 if self.step % ckpt_every == 0 or last or (checkpoint_at_stop and self.step == stop):
                     self._save_with_elapsed(self.out / "last.pt")
+            if timed_out:
+                if self.validates and self.dist.is_main and validated_at != self.step:
+                    self._run_validation()
+                self._save_with_elapsed(self.out / "last.pt")
         except KeyboardInterrupt:
             # Between steps every state is consistent, so the run can resume exactly from here;
             # inside a step it is not, and the last regular checkpoint stays.
@@ -574,12 +576,13 @@ class Trainer:
             raise
         finally:
             bar.close()
-            del loader
+            del loader, batches
         self.elapsed += time.perf_counter() - self._t0
         self._t0 = time.perf_counter()
         result = TrainResult(out=self.out, step=self.step, total_steps=self.total_steps,
-                             finished=self.step >= self.total_steps, history=list(self._log.rows))
-        if result.finished and self.dist.is_main:
+                             finished=self.step >= self.total_steps, history=list(self._log.rows),
+                             timed_out=timed_out and self.step < self.total_steps)
+        if (result.finished or result.timed_out) and self.dist.is_main:
             self._finish(result)
         result.best_step, result.best_score = self.best.get("step"), self.best.get("score")
         result.best_metrics = dict(self.best.get("metrics") or {})
@@ -605,7 +608,8 @@ class Trainer:
         elif not self.validates:
             self.best = {"score": None, "step": self.step, "metrics": {}}
         summary = {
-            "method": self.method, "steps": self.step, "pairs": len(self.dataset),
+            "method": self.method, "steps": self.step, "total_steps": self.total_steps,
+            "stopped": "time limit" if result.timed_out else None, "pairs": len(self.dataset),
             "best_step": self.best.get("step"), "best_score": self.best.get("score"), "select": cfg.select,
             "best_metrics": self.best.get("metrics"), "rule_metrics": result.rule_metrics or None,
             "best_rule": result.best_rule, "wall_time_s": round(self.elapsed, 2), "init_draws": self.init_draws,
@@ -618,27 +622,6 @@ class Trainer:
             summary["export"] = str(result.export.path)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         result.history = list(self._log.rows)
-
-
-def _didfuse_forward(encode: Any, decode: Any, ir: torch.Tensor, vis: torch.Tensor) -> Tuple[Any, Any, Any, Any]:
-    """DIDFuse's training pass: separate calls in the official order enc(V), enc(I), dec(V), dec(I),
-    so that BatchNorm sees per-modality batches (MODELS.md 2.5). ``(feats_ir, feats_vis, ir^, vis^)``."""
-    feats_vis = encode(vis)
-    feats_ir = encode(ir)
-    vis_hat = decode(*feats_vis)
-    ir_hat = decode(*feats_ir)
-    return feats_ir, feats_vis, ir_hat, vis_hat
-
-
-class _DIDFuseStep(torch.nn.Module):
-    """:func:`_didfuse_forward` as a module, so that DistributedDataParallel can wrap it."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> Tuple[Any, Any, Any, Any]:
-        return _didfuse_forward(self.model.encode, self.model.decode, ir, vis)
 
 
 def train(config: TrainConfig, *, resume: bool = False, stream: Optional[TextIO] = None) -> TrainResult:

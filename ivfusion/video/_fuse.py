@@ -22,6 +22,7 @@ from ..fusion import (
     _run,
     _weights_key,
 )
+from .._memory import available_cuda_bytes
 from ..models import list_models
 from ..pretrained import default_weight
 from ..tiling import auto_tile_size
@@ -281,5 +282,4 @@ def _cuda_batch_tile_size(method, weights, dev, dtype, multiple, batch_size) -> 
         return None
     wkey = _weights_key(weights) or default_weight(method)
     bpp = _probe_cuda_bytes_per_pixel(method, wkey, str(dev), dtype)
-    free, _ = torch.cuda.mem_get_info(dev)
-    return auto_tile_size(bpp * batch_size, free_bytes=free, size_multiple=multiple)
+    return auto_tile_size(bpp * batch_size, free_bytes=available_cuda_bytes(dev), size_multiple=multiple)
