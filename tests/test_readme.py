@@ -80,7 +80,7 @@ def test_readme_is_short_and_self_contained():
     assert len(text.splitlines()) <= 150
     assert "```bash\npip install -e \".[test]\"\npython -m pytest -q\n```" in text  # CI runs this command
     assert "../shared/design" not in text and "issue 16" not in text.lower()
-    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text) + re.findall(r'<img src="([^"]+)"', text):
         if not target.startswith(("http://", "https://")):
             assert (REPO_ROOT / target).exists(), target
     assert "non-commercial" in text.lower() and "guided" in text
