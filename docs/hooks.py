@@ -106,6 +106,15 @@ def _strip_role(match: "re.Match[str]") -> str:
     return f"<code>{name}</code>"
 
 
+def on_page_context(context: Any, page: Any, **kwargs: Any) -> Any:
+    # The tutorials' pictures (comparison grids of six columns) need the width of the table of
+    # contents: without it their labels are readable at a 1280-pixel window. The left navigation
+    # still lists the pages, and a notebook's few headings are visible while scrolling.
+    if page.file.src_uri.startswith("examples/"):
+        page.meta["hide"] = [*page.meta.get("hide", []), "toc"]
+    return context
+
+
 def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
     html = _ROLE.sub(_strip_role, html)
     left = re.findall(r":(?:func|class|meth|data|attr|mod|exc|obj):`?[^\s<]{0,40}", html)

@@ -197,7 +197,8 @@ def model_card(name: str, image: Optional[str] = None) -> str:
         "```",
         "",
         "```bash",
-        f"ivfusion fuse ir.png vis.jpg -o fused.png -m {info.method} --weights {name}",
+        "ivfusion fuse ir.png vis.jpg -o fused.png \\",
+        f"    -m {info.method} --weights {name}",
         "```",
         "",
         "## Training",
@@ -259,10 +260,13 @@ def model_card(name: str, image: Optional[str] = None) -> str:
     return "\n".join(out)
 
 
-def comparison_picture(name: str, out: Union[str, os.PathLike], *, cell: int = 192, overwrite: bool = True,
+def comparison_picture(name: str, out: Union[str, os.PathLike], *, cell: int = 128, overwrite: bool = True,
                        progress: bool = False) -> Path:
     """The card's picture: the :data:`CARD_SAMPLES` pairs fused with the weight ``name`` and the
-    :data:`BASELINES`, as a labelled grid (:func:`ivfusion.compare_grid`), written atomically to ``out``."""
+    :data:`BASELINES`, as a labelled grid (:func:`ivfusion.compare_grid`), written atomically to ``out``.
+
+    The default ``cell`` makes a grid about 960 pixels wide, whose 14-pixel labels stay readable where
+    a page shows it 600 to 700 pixels wide (the docs site, a Hub model card)."""
     from .compare import compare_grid
 
     info = get_weight_info(name)
