@@ -14,6 +14,10 @@ metric's mean and ``rel``, the mean of VIF and Qabf each divided by ``guided``'s
 (the training selection score; 1.0 = as good as guided), then a compact methods x domains table of
 VIF / Qabf. ``--from-json FILE ...`` merges earlier runs' tables instead of fusing.
 
+``--baselines FILE`` writes the classical methods' rows (``guided``, ``laplacian``, ``average``, those
+run) as the JSON table the model cards compare each weight with (``ivfusion/pretrained/baselines.json``,
+read by :func:`ivfusion.cards.model_card`), with its provenance: date, machine, command.
+
 ``--weights METHOD=FILE`` scores a candidate weight instead of the bundled default, under the
 label ``METHOD@FILE-stem``. ``--update-manifest`` writes each network's per-domain means into its
 default weight's ``metrics`` in both manifests (``weights_manifest.json`` and the packaged copy).
@@ -21,7 +25,10 @@ default weight's ``metrics`` in both manifests (``weights_manifest.json`` and th
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -30,8 +37,9 @@ import numpy as np
 
 import ivfusion
 from ivfusion.io import write_image
+from ivfusion.classical import CLASSICAL_METHODS
 from ivfusion.metrics import evaluate
-from ivfusion.train import find_pairs
+from ivfusion.train import find_pairs, hardware_description
 from ivfusion.train.splits import split_pairs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -70,6 +78,29 @@ def update_manifests(table: Dict[str, Dict[str, Dict[str, float]]]) -> None:
             entry["metrics"] = {manifest_key(d): {k: round(v, 6) for k, v in rows[method].items() if k != "rel"}
                                 for d, rows in table.items()}
         path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_baselines(path: Path, table: Dict[str, Dict[str, Dict[str, float]]], counts: Dict[str, int]) -> None:
+    """The classical methods' per-domain means (keys as in the manifests' ``metrics``), with provenance."""
+    import torch
+
+    rows = {m: {manifest_key(d): {k: round(v, 6) for k, v in table[d][m].items() if k != "rel"} for d in table}
+            for m in CLASSICAL_METHODS if all(m in table[d] for d in table)}
+    if not rows:
+        raise SystemExit("--baselines: no classical method was run on every domain")
+    data = {
+        "description": "Per-domain means of the classical baselines, full-size pairs, metrics profile 'reference' "
+                       "(ivfusion.metrics.evaluate); the model cards compare each weight with them.",
+        "generated_by": "python benchmarks/domains.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{hardware_description(torch.device('cpu'))}, torch {torch.__version__}",
+        "ivfusion": ivfusion.__version__,
+        "pairs": {manifest_key(d): n for d, n in counts.items()},
+        "methods": rows,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
 
 
 def report(table: Dict[str, Dict[str, Dict[str, float]]], counts: Dict[str, int], seconds: Dict[str, float]) -> None:
@@ -114,6 +145,8 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true", help="re-fuse even if outputs exist")
     parser.add_argument("--from-json", nargs="+", type=Path, default=None,
                         help="print (and merge) tables written by earlier runs with --json; fuses nothing")
+    parser.add_argument("--baselines", type=Path, default=None, metavar="FILE",
+                        help="write the classical methods' rows as the model cards' baseline table (JSON)")
     parser.add_argument("--update-manifest", action="store_true",
                         help="write the networks' per-domain metrics into their default weights' manifest entries")
     args = parser.parse_args()
@@ -129,6 +162,8 @@ def main() -> None:
         report(table, counts, {})
         if args.update_manifest:
             update_manifests(table)
+        if args.baselines:
+            write_baselines(args.baselines, table, counts)
         if args.json:
             args.json.write_text(json.dumps({"domains": counts, "table": table, "ivfusion": ivfusion.__version__},
                                             indent=1) + "\n")
@@ -157,6 +192,8 @@ def main() -> None:
     report(table, {d: len(p) for d, p in sets.items()}, seconds)
     if args.update_manifest:
         update_manifests(table)
+    if args.baselines:
+        write_baselines(args.baselines, table, {d: len(p) for d, p in sets.items()})
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"domains": {d: len(p) for d, p in sets.items()}, "table": table,

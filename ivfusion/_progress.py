@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, TextIO
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: bars show only on a terminal, so Jupyter needs no widget (and no warning)
 
 __all__ = ["progress_bar"]
 

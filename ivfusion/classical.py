@@ -194,6 +194,10 @@ class ClassicalMethod:
     description: str
     #: True when each output pixel depends only on the same input pixel (tiling is exact).
     pixelwise: bool = False
+    #: Full citation of the method's paper ("" for the trivial ones).
+    paper: str = ""
+    #: DOI link of that paper.
+    paper_url: str = ""
 
 
 CLASSICAL_METHODS: Dict[str, ClassicalMethod] = {
@@ -202,8 +206,18 @@ CLASSICAL_METHODS: Dict[str, ClassicalMethod] = {
         ClassicalMethod("average", fuse_average, "pixel-wise mean of IR and visible luminance", True),
         ClassicalMethod("max", fuse_max, "pixel-wise maximum of IR and visible luminance", True),
         ClassicalMethod(
-            "laplacian", fuse_laplacian, "Laplacian pyramid: averaged base, max-abs detail levels"
+            "laplacian", fuse_laplacian,
+            "Laplacian pyramid: averaged coarse level, strongest detail kept at each finer level (-O levels=4)",
+            paper="P. J. Burt, E. H. Adelson, 'The Laplacian Pyramid as a Compact Image Code', IEEE Transactions "
+                  "on Communications 31(4), pp. 532-540, 1983",
+            paper_url="https://doi.org/10.1109/TCOM.1983.1095851",
         ),
-        ClassicalMethod("guided", fuse_guided, "guided-filter two-scale fusion (Li et al., TIP 2013)"),
+        ClassicalMethod(
+            "guided", fuse_guided,
+            "guided filter, two scales: base and detail layers weighted by saliency (Li, Kang, Hu 2013)",
+            paper="S. Li, X. Kang, J. Hu, 'Image Fusion With Guided Filtering', IEEE Transactions on Image "
+                  "Processing 22(7), pp. 2864-2875, 2013",
+            paper_url="https://doi.org/10.1109/TIP.2013.2244222",
+        ),
     )
 }

@@ -16,12 +16,12 @@ the usual layout of each library. The same arithmetic serves both.
 """
 from __future__ import annotations
 
-from typing import TypeVar, Union
+from typing import Tuple, TypeVar, Union
 
 import numpy as np
 import torch
 
-__all__ = ["LUMA_WEIGHTS", "rgb_to_ycbcr", "ycbcr_to_rgb", "rgb_to_luma"]
+__all__ = ["LUMA_WEIGHTS", "rgb_to_ycbcr", "ycbcr_to_rgb", "rgb_to_luma", "chroma_statistics", "looks_like_photograph"]
 
 #: BT.601 luma weights for R, G, B.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -109,3 +109,47 @@ def ycbcr_to_rgb(ycbcr: Image, *, clip: bool = True) -> Image:
     if clip:
         rgb = rgb.clamp(0.0, 1.0) if isinstance(rgb, torch.Tensor) else np.clip(rgb, 0.0, 1.0)
     return rgb
+
+
+#: :func:`looks_like_photograph` thresholds, chosen on the project's data (``benchmarks/swap_warning.py``):
+#: a colour photograph's chroma is weak and varies at a given brightness; a pseudo-colour image's (PET,
+#: SPECT, a thermal camera's palette) is a function of its brightness, or strong.
+PHOTO_MAX_EXPLAINED = 0.6
+PHOTO_MAX_CHROMA_RMS = 0.06
+
+
+def chroma_statistics(rgb: torch.Tensor, bins: int = 64) -> Tuple[float, float]:
+    """How much a colour image's chroma follows its brightness, and how strong it is.
+
+    Args:
+        rgb: float tensor ``(3, H, W)`` in [0, 1].
+        bins: luma bins over [0, 1].
+
+    Returns:
+        ``(explained, rms)``: the share of the variance of Cb and Cr (together) that the luma explains
+        (1 - within-bin variance / total variance, luma in ``bins`` equal bins; 1.0 for an image whose
+        chroma is constant), and the RMS of Cb and Cr around their means (0 to 0.5).
+    """
+    ycc = rgb_to_ycbcr(rgb.float()).flatten(1)
+    idx = (ycc[0] * bins).long().clamp_(0, bins - 1)
+    chroma = ycc[1:].double()
+    chroma = chroma - chroma.mean(dim=1, keepdim=True)
+    total = float((chroma * chroma).sum())
+    if total <= 1e-12 * chroma.shape[1]:
+        return 1.0, 0.0
+    count = torch.bincount(idx, minlength=bins).double()
+    within = 0.0
+    for c in chroma:
+        s = torch.bincount(idx, weights=c, minlength=bins)
+        s2 = torch.bincount(idx, weights=c * c, minlength=bins)
+        within += float((s2 - s * s / count.clamp_min(1)).sum())
+    return 1.0 - within / total, (total / chroma.numel()) ** 0.5
+
+
+def looks_like_photograph(rgb: torch.Tensor) -> bool:
+    """True when a colour image ``(3, H, W)`` in [0, 1] looks like a colour photograph rather than
+    pseudo-colour: its chroma is weak (RMS below :data:`PHOTO_MAX_CHROMA_RMS`) and mostly not explained
+    by its brightness (below :data:`PHOTO_MAX_EXPLAINED`). :func:`ivfusion.fuse` warns when the
+    infrared input looks like one (the inputs may be swapped)."""
+    explained, rms = chroma_statistics(rgb)
+    return explained < PHOTO_MAX_EXPLAINED and rms < PHOTO_MAX_CHROMA_RMS

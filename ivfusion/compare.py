@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ._names import unknown_name
+from ._progress import progress_bar
 from .color import rgb_to_luma
 from .fusion import _method_fn, _resolve_device, fuse, list_methods
 from .io import (
@@ -117,10 +119,25 @@ def _check_limit(limit: Optional[int]) -> None:
         raise ValueError(f"limit: expected a positive int or None, got {limit!r}")
 
 
+def _select_stems(pairs: List[Tuple[str, Any, Any]], stems: Optional[Sequence[str]], where: str
+                  ) -> List[Tuple[str, Any, Any]]:
+    """The pairs named in ``stems``, in that order; ``ValueError`` (with close matches) for a stem not there."""
+    if stems is None:
+        return pairs
+    if isinstance(stems, str):
+        stems = [stems]
+    by_stem = {p[0]: p for p in pairs}
+    missing = [s for s in stems if s not in by_stem]
+    if missing:
+        raise ValueError(f"stems: {unknown_name('pair', missing[0], sorted(by_stem))} (in {where})")
+    return [by_stem[s] for s in dict.fromkeys(stems)]
+
+
 def pairs_from_folder(
     folder_or_ir_dir: Union[str, os.PathLike],
     vis_dir: Optional[Union[str, os.PathLike]] = None,
     limit: Optional[int] = None,
+    stems: Optional[Sequence[str]] = None,
 ) -> List[Pair]:
     """The pairs of a data folder, as ``(stem, ir_path, vis_path)`` sorted by stem.
 
@@ -128,14 +145,16 @@ def pairs_from_folder(
         folder_or_ir_dir: a folder with ``ir/`` and ``vi/`` sub-folders, or (with ``vis_dir``)
             the folder of infrared images.
         vis_dir: the folder of visible images; ``None`` to use ``folder_or_ir_dir/vi``.
-        limit: keep only the first ``limit`` pairs (by stem).
+        limit: keep only the first ``limit`` pairs (by stem, after ``stems``).
+        stems: only the pairs with these file stems, in this order (e.g. ``["carLight", "kettle"]``).
 
     Images are matched by file stem (:func:`ivfusion.fusion.pair_files`); images without a partner
     are skipped with a warning. Labels longer than :data:`MAX_LABEL_CHARS` are cut in the middle.
 
     Raises:
         FileNotFoundError: a folder (or its ``ir/``/``vi/`` sub-folder) does not exist.
-        ValueError: no pair matched, or a bad ``limit``.
+        ValueError: no pair matched, a stem of ``stems`` has no pair (the message names the closest
+            ones), or a bad ``limit``.
     """
     _check_limit(limit)
     root = Path(folder_or_ir_dir).expanduser()
@@ -155,6 +174,7 @@ def pairs_from_folder(
                       "image(s) without a partner", stacklevel=2)
     if not pairs:
         raise ValueError(f"no image pairs with matching file stems in {str(ir_dir)!r} and {str(vis)!r}")
+    pairs = _select_stems(pairs, stems, f"{str(ir_dir)!r} and {str(vis)!r}")
     return [(_short_label(stem), ir, v) for stem, ir, v in pairs[:limit]]
 
 
@@ -163,6 +183,7 @@ def pairs_from_split(
     data_folders: Sequence[Union[str, os.PathLike]],
     domain: Optional[str] = None,
     limit: Optional[int] = None,
+    stems: Optional[Sequence[str]] = None,
 ) -> List[Pair]:
     """The pairs of a validation split (:mod:`ivfusion.train.splits`), labelled ``"<domain>/<stem>"``.
 
@@ -172,6 +193,7 @@ def pairs_from_split(
         data_folders: training folders (each with ``ir/`` and ``vi/``); a folder's name is its domain.
         domain: only this domain (e.g. ``"tno"``); ``None`` for all domains found in ``data_folders``.
         limit: at most this many pairs **per domain** (the first ones in the split's order).
+        stems: only these pairs, in this order, each given as ``"<domain>/<stem>"`` or a bare stem.
 
     Labels longer than :data:`MAX_LABEL_CHARS` are cut in the middle.
 
@@ -194,6 +216,12 @@ def pairs_from_split(
         given = ", ".join(str(f) for f in data_folders) or "none"
         raise ValueError(f"data_folders: no folder named {wanted} (the domains of split {split.name!r}); "
                          f"given: {given}")
+    if stems is not None:
+        everything = [(f"{name}/{p.stem}", p.ir, p.vis) for name, pairs in found.items() for p in pairs]
+        by_bare = {label.split("/", 1)[1]: label for label, _, _ in everything}
+        wanted = [by_bare.get(s, s) for s in ([stems] if isinstance(stems, str) else stems)]
+        return [(_short_label(label), ir, vis)
+                for label, ir, vis in _select_stems(everything, wanted, f"split {split.name!r}")[:limit]]
     return [(_short_label(f"{name}/{p.stem}"), p.ir, p.vis)
             for name, pairs in found.items() for p in pairs[:limit]]
 
@@ -347,6 +375,7 @@ def compare_grid(
     device: Optional[Union[str, torch.device]] = None,
     precision: Optional[str] = None,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Fuse each pair with each method and write a labelled comparison grid image.
 
@@ -379,6 +408,8 @@ def compare_grid(
         device: ``"cpu"``, ``"cuda"`` ...; default CUDA when available.
         precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``; default as in :func:`ivfusion.fuse`.
         overwrite: replace ``out`` if it exists.
+        progress: a ``tqdm`` bar over the fusions (pairs x methods) on stderr when stderr is a
+            terminal (default, as in :func:`ivfusion.fuse_dir`); ``False``: none.
 
     Returns:
         The path written. The file is written atomically (:func:`ivfusion.io.write_image`:
@@ -400,7 +431,7 @@ def compare_grid(
     known = list_methods()
     for m in methods:
         if _split_spec(m)[0] not in known:
-            raise ValueError(f"methods: unknown method {m!r}; available: {', '.join(known)} "
+            raise ValueError(f"methods: {unknown_name('method', _split_spec(m)[0], known)} "
                              "(or METHOD@WEIGHT for a given weight)")
     repeated = sorted({m for m in methods if methods.count(m) > 1})
     if repeated:
@@ -442,20 +473,29 @@ def compare_grid(
     canvas = Image.new("RGB", grid_size(len(pairs), len(titles), cell), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     _draw_header(draw, titles, cell)
-    for r, (label, ir, vis) in enumerate(pairs):
-        ir_arr, ir_kind = _load(ir, f"pairs[{r}] ir")
-        vis_arr, vis_kind = _load(vis, f"pairs[{r}] vis")
-        if ir_arr.shape[:2] != vis_arr.shape[:2]:
-            raise ValueError(f"pairs[{r}] ({label!r}): ir is {ir_arr.shape[0]}x{ir_arr.shape[1]} (HxW), vis is "
-                             f"{vis_arr.shape[0]}x{vis_arr.shape[1]}; the pair must be aligned")
-        ir_arr, vis_arr = _shrink(ir_arr, ir_kind, max_side), _shrink(vis_arr, vis_kind, max_side)
-        for c in range(len(titles)):
-            x, y = cell_origin(r, c, cell)
-            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=CELL_BACKGROUND)
-        _draw_row_label(draw, str(label), r, cell)
-        _paste_cell(canvas, _display(ir_arr, ir_kind, infrared=True), r, 0, cell)
-        _paste_cell(canvas, _display(vis_arr, vis_kind), r, 1, cell)
-        for c, (_, method, weight) in enumerate(columns, start=2):
-            fused = fuse(ir_arr, vis_arr, method=method, weights=weight, device=device, precision=precision)
-            _paste_cell(canvas, _display(fused, vis_kind), r, c, cell)
+    with progress_bar(len(pairs) * len(columns), "fusing", unit="image", enabled=progress) as bar:
+        for r, (label, ir, vis) in enumerate(pairs):
+            _draw_row(canvas, draw, r, str(label), ir, vis, columns, cell, max_side, device, precision, bar)
     return write_image(out, np.asarray(canvas))
+
+
+def _draw_row(canvas: Image.Image, draw: ImageDraw.ImageDraw, r: int, label: str, ir: ImageLike, vis: ImageLike,
+              columns: Sequence[Tuple[str, str, Optional[str]]], cell: int, max_side: Optional[int],
+              device: Optional[Union[str, torch.device]], precision: Optional[str], bar: Any) -> None:
+    """Row ``r`` of the grid: the pair's label, its infrared and visible images, one fused image per column."""
+    ir_arr, ir_kind = _load(ir, f"pairs[{r}] ir")
+    vis_arr, vis_kind = _load(vis, f"pairs[{r}] vis")
+    if ir_arr.shape[:2] != vis_arr.shape[:2]:
+        raise ValueError(f"pairs[{r}] ({label!r}): ir is {ir_arr.shape[0]}x{ir_arr.shape[1]} (HxW), vis is "
+                         f"{vis_arr.shape[0]}x{vis_arr.shape[1]}; the pair must be aligned")
+    ir_arr, vis_arr = _shrink(ir_arr, ir_kind, max_side), _shrink(vis_arr, vis_kind, max_side)
+    for c in range(len(columns) + len(_FIXED_COLUMNS)):
+        x, y = cell_origin(r, c, cell)
+        draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=CELL_BACKGROUND)
+    _draw_row_label(draw, label, r, cell)
+    _paste_cell(canvas, _display(ir_arr, ir_kind, infrared=True), r, 0, cell)
+    _paste_cell(canvas, _display(vis_arr, vis_kind), r, 1, cell)
+    for c, (_, method, weight) in enumerate(columns, start=2):
+        fused = fuse(ir_arr, vis_arr, method=method, weights=weight, device=device, precision=precision)
+        _paste_cell(canvas, _display(fused, vis_kind), r, c, cell)
+        bar.update(1)

@@ -304,7 +304,7 @@ def fuse_dir(
     *,
     ext: str = ".png",
     existing: str = "error",
-    progress: bool = False,
+    progress: bool = True,
     workers: int = 0,
     batch_size: int = 1,
     queue_size: Optional[int] = None,
@@ -318,7 +318,8 @@ def fuse_dir(
             fusing anything), ``"skip"`` or ``"overwrite"``. An output that would replace one of
             the inputs (same file after resolving links) is a ``ValueError`` whatever this says.
             A run that was killed and is started again with ``"skip"`` redoes only what is missing.
-        progress: ``tqdm`` progress bar on stderr (only on a terminal).
+        progress: a ``tqdm`` progress bar on stderr when stderr is a terminal (default; never in logs
+            or notebooks' captured output); ``False``: none. Same default as :func:`ivfusion.fuse_video`.
         workers: DataLoader worker processes that decode and prepare pairs and, on the CPU, also fuse
             them (one thread each); 0: everything in this process.
         batch_size: consecutive pairs of the same size fused in one call of the method (pairs of

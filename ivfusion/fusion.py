@@ -14,11 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._names import unknown_name
 from .classical import CLASSICAL_METHODS
 from ._cpu import native_bf16
 from ._heap import heap_reuse
 from ._memory import available_cpu_bytes, available_cuda_bytes
-from .color import rgb_to_ycbcr, ycbcr_to_rgb
+from .color import looks_like_photograph, rgb_to_ycbcr, ycbcr_to_rgb
 from .deploy import load_onnx
 from .io import (
     ImageLike,
@@ -31,7 +32,7 @@ from .pretrained import default_weight
 from .models import create_model, create_random_model, get_model_info, list_models
 from .tiling import auto_tile_size, tiled_apply
 
-__all__ = ["fuse", "list_methods", "method_info", "MethodInfo", "BACKENDS"]
+__all__ = ["fuse", "list_methods", "method_info", "MethodInfo", "BACKENDS", "InputOrderWarning"]
 
 DEFAULT_METHOD = "refinefuse"
 DEFAULT_TILE_OVERLAP = 32
@@ -50,6 +51,15 @@ class MethodInfo:
     description: str
     #: Manifest name of the weight ``fuse`` uses by default (networks only; None if none ships yet).
     default_weights: Optional[str] = None
+    #: Full citation of the paper the method implements ("" for the trivial baselines).
+    paper: str = ""
+    #: DOI or arXiv link of that paper.
+    paper_url: str = ""
+
+    @property
+    def is_default(self) -> bool:
+        """True for the method :func:`fuse` uses when none is given."""
+        return self.name == DEFAULT_METHOD
 
     @property
     def available(self) -> bool:
@@ -61,11 +71,11 @@ def method_info(name: str) -> MethodInfo:
     """Metadata of one fusion method; ``ValueError`` for unknown names."""
     if name in CLASSICAL_METHODS:
         m = CLASSICAL_METHODS[name]
-        return MethodInfo(name, "classical", m.description)
+        return MethodInfo(name, "classical", m.description, paper=m.paper, paper_url=m.paper_url)
     if name in list_models():
         info = get_model_info(name)
-        return MethodInfo(name, "network", info.description, default_weight(name))
-    raise ValueError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
+        return MethodInfo(name, "network", info.description, default_weight(name), info.paper, info.paper_url)
+    raise ValueError(unknown_name("method", name, list_methods()))
 
 
 def list_methods(available_only: bool = False) -> List[str]:
@@ -81,6 +91,23 @@ def list_methods(available_only: bool = False) -> List[str]:
 
 # --------------------------------------------------------------------------------------------
 # Preparing inputs
+
+
+class InputOrderWarning(UserWarning):
+    """The infrared input looks like a colour photograph: ``ir`` and ``vis`` may be swapped."""
+
+
+def _warn_if_swapped(ir01: torch.Tensor) -> None:
+    """Warn when the infrared ``(3, H, W)`` in [0, 1] looks like a colour photograph. Pseudo-colour (a
+    PET/SPECT scan, a thermal palette: chroma that follows brightness, or strong) is a legitimate
+    infrared input and passes silently (:func:`~ivfusion.color.looks_like_photograph`)."""
+    if looks_like_photograph(ir01):
+        warnings.warn(
+            "ir: the infrared input is a colour image that looks like a photograph (its colours do not follow "
+            "its brightness, as a PET/SPECT scan's or a thermal palette's do); ir and vis may be swapped: "
+            "the infrared (or CT/PET/SPECT) image comes first, the visible (or MRI) image second",
+            InputOrderWarning, stacklevel=5,  # the caller of fuse() (under its inference_mode wrapper)
+        )
 
 
 def _luma_and_chroma(x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -138,6 +165,8 @@ def _prepare_pair(ir_t: torch.Tensor, ir_kind: str, vis_t: torch.Tensor, vis_kin
     elif resize == "vis_to_ir":
         vis01 = _resample(vis01, ir01.shape[-2:])
     ir_y, ir_chroma = _luma_and_chroma(ir01)
+    if ir_chroma is not None:
+        _warn_if_swapped(ir01)
     vis_y, vis_chroma = _luma_and_chroma(vis01)
     chroma = vis_chroma if vis_chroma is not None else ir_chroma
     return _PreparedPair(ir_y, vis_y, chroma, vis01.shape[0] == 3, vis_kind)
@@ -240,7 +269,7 @@ def _onnx_fn(method: str, weights: Optional[Union[str, os.PathLike]], device: Op
         raise ValueError(f"backend: 'onnxruntime' runs exported networks; {method!r} is a classical method "
                          "(use backend='torch')")
     if method not in list_models():
-        raise ValueError(f"unknown method {method!r}; available: {', '.join(list_methods())}")
+        raise ValueError(unknown_name("method", method, list_methods()))
     if precision not in (None, "fp32"):
         raise ValueError(f"precision: the onnxruntime backend runs the exported float32 graph; got {precision!r}")
     return load_onnx(method, weights, device=device, options=options)
@@ -268,7 +297,7 @@ def _method_fn(
         dtype = _resolve_precision(precision, device, info.half_precision, info.cpu_bf16)
         model = _network_fn(method, weights, device, dtype)
         return functools.partial(model, **options), info.size_multiple, dtype, False
-    raise ValueError(f"unknown method {method!r}; available: {', '.join(list_methods())}")
+    raise ValueError(unknown_name("method", method, list_methods()))
 
 
 def _build_method(

@@ -29,24 +29,37 @@ def _mmapped_bytes() -> int:
     return libc.mallinfo2().hblkhd
 
 
+def _larger_than_any_free_chunk() -> int:
+    """Bytes above glibc's largest mmap threshold (32 MiB) and above every free chunk of the heap, so that
+    malloc can serve them neither from a chunk earlier tests left free nor without growing something."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    return 64 * 2**20 + libc.mallinfo2().fordblks
+
+
 @glibc
 def test_heap_reuse_keeps_large_blocks_off_mmap_and_release_restores():
     _heap.release_heap()
-    big = torch.empty(64 * 2**20, dtype=torch.uint8)  # 64 MiB: above glibc's largest mmap threshold
-    outside = _mmapped_bytes()
+    before = _mmapped_bytes()
+    size = _larger_than_any_free_chunk()
+    big = torch.empty(size, dtype=torch.uint8)
+    outside = _mmapped_bytes() - before
     del big
-    assert outside >= 64 * 2**20
+    assert outside >= size
     with _heap.heap_reuse():
         with _heap.heap_reuse():  # nested: one count
-            big = torch.empty(64 * 2**20, dtype=torch.uint8)
-            assert _mmapped_bytes() < 64 * 2**20  # served from the heap
+            before = _mmapped_bytes()
+            big = torch.empty(_larger_than_any_free_chunk(), dtype=torch.uint8)
+            assert _mmapped_bytes() - before < 64 * 2**20  # served from the heap
             del big
         assert _heap._active
     assert _heap._active and _heap._timer is not None  # cached until idle
     _heap.release_heap()
     assert not _heap._active and _heap._timer is None
-    big = torch.empty(64 * 2**20, dtype=torch.uint8)
-    assert _mmapped_bytes() >= 64 * 2**20  # glibc's behaviour is back
+    before = _mmapped_bytes()
+    size = _larger_than_any_free_chunk()
+    big = torch.empty(size, dtype=torch.uint8)
+    assert _mmapped_bytes() - before >= size  # glibc's behaviour is back
     del big
 
 

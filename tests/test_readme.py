@@ -59,3 +59,28 @@ def test_readme_python_block_runs(index, scratch, rng):
     if "fuse_video" in BLOCKS[index]:
         _write_videos(scratch, rng)
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {"__name__": "__readme__"})
+
+
+def test_quick_start_is_five_lines_and_fuses_a_sample(tmp_path, monkeypatch):
+    quick = BLOCKS[0]
+    assert len([line for line in quick.splitlines() if line.strip()]) <= 5
+    assert "sample_pair(" in quick and "save_image(" in quick
+    monkeypatch.chdir(tmp_path)
+    exec(compile(quick, "README.md[quick start]", "exec"), {"__name__": "__readme__"})
+    import ivfusion
+    from ivfusion.io import read_image
+
+    written = read_image(tmp_path / "fused.png")
+    assert written.shape == (480, 640, 3)
+    assert (written == ivfusion.fuse(*ivfusion.data.sample_pair("night"))).all()
+
+
+def test_readme_is_short_and_self_contained():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 150
+    assert "```bash\npip install -e \".[test]\"\npython -m pytest -q\n```" in text  # CI runs this command
+    assert "../shared/design" not in text and "issue 16" not in text.lower()
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text) + re.findall(r'<img src="([^"]+)"', text):
+        if not target.startswith(("http://", "https://")):
+            assert (REPO_ROOT / target).exists(), target
+    assert "non-commercial" in text.lower() and "guided" in text

@@ -2,23 +2,34 @@
 
 Each subcommand is a pair of functions in a small module of this package: ``_add_<name>(subparsers)``
 declares its arguments and ``_cmd_<name>(args) -> int`` runs it (``_fusion``: fuse, fuse-video,
-compare; ``_weights``: list, weights, export; ``_train``: eval, train; ``_demo``: demo; ``_common``: shared helpers).
-The work itself lives in the library; this package only parses, calls and prints. Expected failures (bad input, missing files, unavailable weights)
-print one line ``ivfusion: error: ...`` and exit with status 1; usage errors exit with 2.
+compare; ``_weights``: list, samples, weights (and model cards), export; ``_train``: eval, train;
+``_demo``: demo; ``_common``: shared helpers). The work itself lives in the library; this package only
+parses, calls and prints. Expected failures (bad input, missing files, unavailable weights) print one
+line ``ivfusion: error: ...`` and exit with status 1; usage errors exit with 2.
 """
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
+import warnings
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .._version import __version__
-from ._common import CLIError
+from ._common import CLIError, cli_message
 from ._demo import _add_demo, _cmd_demo
 from ._fusion import _add_compare, _add_fuse, _add_fuse_video, _cmd_compare, _cmd_fuse, _cmd_fuse_video
 from ._train import _add_eval, _add_train, _cmd_eval, _cmd_train
-from ._weights import _add_export, _add_list, _add_weights, _cmd_export, _cmd_list, _cmd_weights
+from ._weights import (
+    _add_export,
+    _add_list,
+    _add_samples,
+    _add_weights,
+    _cmd_export,
+    _cmd_list,
+    _cmd_samples,
+    _cmd_weights,
+)
 
 __all__ = ["main", "build_parser", "CLIError"]
 
@@ -30,6 +41,7 @@ _COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callabl
     "fuse-video": (_add_fuse_video, _cmd_fuse_video),
     "compare": (_add_compare, _cmd_compare),
     "list": (_add_list, _cmd_list),
+    "samples": (_add_samples, _cmd_samples),
     "weights": (_add_weights, _cmd_weights),
     "eval": (_add_eval, _cmd_eval),
     "train": (_add_train, _cmd_train),
@@ -48,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Any = None) -> None:
+    # A library warning (e.g. inputs that may be swapped) as one line, like the errors.
+    print(f"ivfusion: warning: {message}", file=sys.stderr)
+
+
 def _terminate(signum: int, frame: Any) -> None:
     # Turn SIGTERM into SystemExit so `finally`/cleanup code (temporary output files) runs.
     raise SystemExit(128 + signum)
@@ -60,10 +78,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     _, run = _COMMANDS[args.command]
     try:
-        return run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return run(args)
     except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"ivfusion: error: {message}", file=sys.stderr)
+        print(f"ivfusion: error: {cli_message(message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ivfusion: interrupted", file=sys.stderr)

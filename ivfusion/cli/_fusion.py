@@ -6,30 +6,43 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from ._common import CLIError, add_fusion_arguments, fusion_kwargs, parse_option
+from ._common import CLIError, add_fusion_arguments, cli_message, fusion_kwargs, parse_option
+
+
+FUSE_EXAMPLES = """\
+examples:
+  ivfusion fuse ir.png vis.jpg -o fused.png                        # one pair, RefineFuse
+  ivfusion fuse --ir-dir data/ir --vis-dir data/vi --out-dir out -m guided --skip-existing
+  ivfusion fuse $(ivfusion samples night) -o fused.png             # a bundled sample pair
+"""
 
 
 def _add_fuse(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fuse",
         help="fuse one pair or two folders of pairs",
-        description="Fuse IR VIS -o OUT, or every pair of --ir-dir/--vis-dir (matched by file stem) into --out-dir.",
+        description="Fuse IR VIS -o OUT, or every pair of --ir-dir/--vis-dir (matched by file stem) into\n"
+                    "--out-dir. Outputs are written atomically; an existing output is an error unless\n"
+                    "--overwrite or --skip-existing.",
+        epilog=FUSE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("ir", nargs="?", help="infrared (or CT/PET/SPECT) image")
     p.add_argument("vis", nargs="?", help="visible (or MRI) image")
     p.add_argument("-o", "--output", help="output image path (single pair)")
-    p.add_argument("--ir-dir", help="folder of infrared images")
-    p.add_argument("--vis-dir", help="folder of visible images")
-    p.add_argument("--out-dir", help="output folder (batch)")
-    p.add_argument("--ext", default=".png", help="output extension in batch mode (default .png)")
+    p.add_argument("--ir-dir", help="folder of infrared images (batch mode)")
+    p.add_argument("--vis-dir", help="folder of visible images (batch mode)")
+    p.add_argument("--out-dir", help="output folder (batch mode)")
+    p.add_argument("--ext", default=".png", help="output extension in batch mode (default: .png)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     group.add_argument("--skip-existing", action="store_true", help="leave existing outputs and skip their pairs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar in batch mode")
+    p.add_argument("--no-progress", action="store_true",
+                   help="batch mode: no progress bar (default: a bar on stderr when it is a terminal)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="batch mode: worker processes that decode (and, on the CPU, fuse) pairs (default 0: none)")
+                   help="batch mode: worker processes that decode (and, on the CPU, fuse) pairs (default: 0, none)")
     p.add_argument("--batch-size", type=int, default=1, metavar="N",
-                   help="batch mode: same-size pairs fused per call (default 1)")
+                   help="batch mode: same-size pairs fused per call (default: 1)")
     p.add_argument("--report", default=None, metavar="FILE",
                    help="batch mode: write the report (merged over torchrun ranks) as JSON")
     add_fusion_arguments(p)
@@ -84,7 +97,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     for path in report.unmatched_vis:
         print(f"warning: no infrared image for {path.name}", file=sys.stderr)
     for stem, message in report.failed:
-        print(f"error: {stem}: {message}", file=sys.stderr)
+        print(f"error: {stem}: {cli_message(message)}", file=sys.stderr)
     ranks = "" if len(report.per_rank) < 2 else " (per rank: " + ", ".join(
         f"{r}: {n}" for r, n in sorted(report.per_rank.items())) + ")"
     print(f"wrote {len(report.written)}, skipped {len(report.skipped)}, failed {len(report.failed)}, "
@@ -160,7 +173,7 @@ def _cmd_fuse_video(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, ir_window_frames=args.ir_window_frames,
             ir_percentiles=tuple(args.ir_percentiles), codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
             codec_options=dict(args.codec_options) or None, overwrite=args.overwrite,
-            progress=False if args.no_progress else None, **fusion_kwargs(args),
+            progress=not args.no_progress, **fusion_kwargs(args),
         )
     except ImportError as exc:
         raise CLIError(str(exc)) from exc
@@ -201,6 +214,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vis-dir", metavar="DIR", help="folder of visible images (with --ir-dir)")
     p.add_argument("--data", nargs="+", metavar="DIR", help="training folders named by domain (with --split)")
     p.add_argument("--domain", metavar="NAME", help="only this domain of the split, e.g. tno (with --split)")
+    p.add_argument("--pairs", nargs="+", default=None, metavar="STEM",
+                   help="only these pairs, by file stem, in this order, e.g. --pairs carLight kettle "
+                        "(with --split: DOMAIN/STEM or STEM; default: all)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="at most N pairs (per domain with --split; default: all)")
     p.add_argument("--cell", type=int, default=256, metavar="PX",
@@ -212,6 +228,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None, help="compute precision")
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: a bar on stderr when it is a terminal)")
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -222,15 +240,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if (args.data or args.domain) and not args.split:
         raise CLIError("--data and --domain go with --split")
     if args.folder:
-        pairs = pairs_from_folder(args.folder, limit=args.limit)
+        pairs = pairs_from_folder(args.folder, limit=args.limit, stems=args.pairs)
     elif args.ir_dir:
         if not args.vis_dir:
             raise CLIError("--ir-dir needs --vis-dir")
-        pairs = pairs_from_folder(args.ir_dir, args.vis_dir, limit=args.limit)
+        pairs = pairs_from_folder(args.ir_dir, args.vis_dir, limit=args.limit, stems=args.pairs)
     elif args.split:
         if not args.data:
             raise CLIError("--split needs --data DIR [DIR ...] (the folders the split was drawn from)")
-        pairs = pairs_from_split(args.split, args.data, domain=args.domain, limit=args.limit)
+        pairs = pairs_from_split(args.split, args.data, domain=args.domain, limit=args.limit, stems=args.pairs)
     else:
         raise CLIError("give the pairs: --folder DIR, --ir-dir DIR --vis-dir DIR, or --split SPLIT --data DIR ...")
     weights: Dict[str, str] = {}
@@ -243,7 +261,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise CLIError(f"output {str(out)!r} exists; pass --overwrite")
     path = compare_grid(pairs, args.methods, out, cell=args.cell, max_side=args.max_side or None,
                         weights=weights or None, device=args.device, precision=args.precision,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, progress=not args.no_progress)
     print(f"wrote {path} ({len(pairs)} pair(s) x {len(args.methods)} method(s))")
     return 0
 

@@ -7,21 +7,23 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ._common import CLIError, parse_option, print_table
+from ._common import CLIError, parse_option, print_table, print_wrapped
 
 
 # ------------------------------------------------------------------------------------ list
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list fusion methods")
+    p = sub.add_parser("list", help="list fusion methods",
+                       description="The fusion methods: networks (with their bundled weights) and classical "
+                                   "baselines; the default is marked. --verbose adds sizes, costs and the papers.")
     p.add_argument("-v", "--verbose", action="store_true",
-                   help="also show parameter counts and GFLOPs at 640x480 (measured with torch.utils.flop_counter)")
+                   help="also show parameter counts, GFLOPs at 640x480 (torch.utils.flop_counter) and the "
+                        "full citation of each method's paper")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from ..fusion import list_methods, method_info
-    from ..models import get_model_info, list_models
 
     rows: List[List[str]] = []
     header = ["method", "kind", "weights", "description"]
@@ -30,13 +32,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         from ..models._registry import count_parameters, measure_flops
 
         header = ["method", "kind", "weights", "params", "GFLOPs@640x480", "description"]
-    for name in list_methods():
-        info = method_info(name)
+    infos = [method_info(name) for name in list_methods()]
+    for info in infos:
+        name = f"{info.name} (default)" if info.is_default else info.name
         weights = "-" if info.kind == "classical" else (info.default_weights or "none yet")
         if not args.verbose:
             rows.append([name, info.kind, weights, info.description])
         elif info.kind == "network":
-            model = create_model(name)
+            model = create_model(info.name)
             rows.append([name, info.kind, weights, f"{count_parameters(model):,}",
                          f"{measure_flops(model, 480, 640):.1f}", info.description])
         else:
@@ -44,8 +47,41 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print_table(header, rows)
     if args.verbose:
         print("\npapers:")
-        for name in list_models():
-            print(f"  {name}: {get_model_info(name).paper}")
+        for info in infos:
+            if info.paper:
+                print_wrapped(f"{info.name}: {info.paper}. {info.paper_url}")
+    else:
+        print("\n`ivfusion list --verbose` adds sizes and the papers; `ivfusion fuse --help` shows how to run one.")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ samples
+
+
+def _add_samples(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "samples",
+        help="the bundled sample pairs, or the two files of one",
+        description="Without NAME: list the sample pairs bundled with ivfusion. With NAME: print its infrared "
+                    "and visible file paths on one line, for the shell: ivfusion fuse $(ivfusion samples night) "
+                    "-o fused.png",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="a sample pair: day, night or mri_pet")
+
+
+def _cmd_samples(args: argparse.Namespace) -> int:
+    from .. import data
+
+    if args.name is not None:
+        ir, vis = data.sample_pair(args.name, as_path=True)
+        print(f"{ir} {vis}")
+        return 0
+    rows = []
+    for name in data.list_samples():
+        info = data.sample_info(name)
+        rows.append([name, info.license, info.description])
+    print_table(["sample", "terms", "description"], rows)
+    print("\nfiles of one: ivfusion samples NAME; sources: " + str(data.SAMPLES_DIR / "ATTRIBUTION.md"))
     return 0
 
 
@@ -62,8 +98,22 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
     wsub.required = True
     pl = wsub.add_parser("list", help="weights in the manifest and where local copies are")
-    pl.add_argument("-m", "--method", default=None, help="only this method's weights")
+    pl.add_argument("-m", "--method", default=None, help="only this method's weights (default: all)")
+    pl.add_argument("-v", "--verbose", action="store_true",
+                    help="also print each weight's licence, training data and description")
     wsub.add_parser("verify", help="re-hash every bundled, $IVFUSION_WEIGHTS_DIR and cached weight file")
+    pc = wsub.add_parser(
+        "card",
+        help="write a weight's Hugging Face model card (README.md) from its manifest entry",
+        description="Print the model card of NAME (Markdown with YAML front matter: licence, tags, datasets, "
+                    "metrics), or with -o write it and its comparison picture NAME.jpg next to it (the sample "
+                    "pairs fused with the weight and the classical baselines; a few seconds on a CPU).",
+    )
+    pc.add_argument("name", metavar="NAME", help="a weight of the manifest, e.g. refinefuse.ivif")
+    pc.add_argument("-o", "--output", default=None, metavar="FILE",
+                    help="write the card here, e.g. README.md (default: print it)")
+    pc.add_argument("--no-image", action="store_true", help="with -o: do not write the comparison picture")
+    pc.add_argument("--overwrite", action="store_true", help="replace the card and picture if they exist")
     pe = wsub.add_parser(
         "export",
         help="turn a training checkpoint into a .safetensors file and print its manifest entry",
@@ -96,16 +146,36 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
     if args.weights_command == "list":
         rows = []
-        for name in W.list_weights(args.method):
+        names = W.list_weights(args.method)
+        for name in names:
             info = W.get_weight_info(name)
             where = ",".join(loc for loc, _ in W.local_copies(name)) or "hub"
             rows.append([name, "yes" if info.default else "", info.dtype, f"{info.size / 1e6:.2f} MB",
-                         info.license, where, f"{info.repo_id}@{info.revision}"])
+                         where, f"{info.repo_id}@{info.revision}"])
         if not rows:
             print(f"no weights in the manifest {W.get_manifest().source}"
                   + (f" for method {args.method!r}" if args.method else ""))
             return 0
-        print_table(["weight", "default", "dtype", "size", "license", "local", "hub"], rows)
+        print_table(["weight", "default", "dtype", "size", "local", "hub"], rows)
+        if args.verbose:
+            for name in names:
+                info = W.get_weight_info(name)
+                print(f"\n{name}:")
+                for label, text in (("licence", info.license), ("description", info.description)):
+                    print_wrapped(f"{label}: {text}")
+        else:
+            print("\nlicences (the bundled weights are NON-COMMERCIAL): ivfusion weights list --verbose\n"
+                  "model card of a weight: ivfusion weights card NAME")
+        return 0
+
+    if args.weights_command == "card":
+        from ..cards import model_card, write_model_card
+
+        if args.output is None:
+            print(model_card(args.name))
+            return 0
+        for path in write_model_card(args.name, args.output, image=not args.no_image, overwrite=args.overwrite):
+            print(f"wrote {path}")
         return 0
 
     if args.weights_command == "verify":

@@ -25,6 +25,7 @@ from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
+from .._names import unknown_name
 from ..io import read_image
 
 __all__ = ["SAMPLES_DIR", "SampleInfo", "list_samples", "sample_info", "sample_pair"]
@@ -74,7 +75,7 @@ def sample_info(name: str) -> SampleInfo:
     try:
         return _SAMPLES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"name: unknown sample {name!r}; available: {', '.join(_SAMPLES)}") from None
+        raise ValueError(f"name: {unknown_name('sample', name, _SAMPLES)}") from None
 
 
 def sample_pair(name: str = "night", *, as_path: bool = False

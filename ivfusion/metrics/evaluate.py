@@ -88,9 +88,10 @@ def evaluate_batch(
     """Score a batch of triplets in one call per metric, on the tensors' device.
 
     Args:
-        fused, ir, vis: ``(B, 1, H, W)`` (or ``(B, H, W)``) grey images on the **0..255 scale**,
-            float or ``uint8``, all of one shape and on one device. Use :func:`prepare_image`
-            to get there from files or colour images.
+        fused: ``(B, 1, H, W)`` (or ``(B, H, W)``) grey images on the **0..255 scale**, float or
+            ``uint8``. Use :func:`prepare_image` to get there from files or colour images.
+        ir: the infrared images, same shape and device.
+        vis: the visible images, same shape and device.
         metrics: names (case-insensitive, a list or a comma-separated string); ``None`` = all of
             :func:`ivfusion.metrics.list_metrics`.
         profile: ``"reference"`` or ``"standard"`` (see :mod:`ivfusion.metrics.registry`).

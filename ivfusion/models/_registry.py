@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
 import torch
 from torch import nn
 
+from .._names import unknown_name
 from ..tiling import pad_to_multiple
 
 __all__ = [
@@ -65,12 +66,14 @@ class ModelInfo:
 
     name: str
     cls: Type[FusionNet]
-    #: Citation of the paper the network implements.
+    #: Full citation of the paper the network implements (authors, title, venue, year).
     paper: str
     #: Total stride: inputs are padded to a multiple of this.
     size_multiple: int = 1
-    #: One-line description for ``ivfusion list``.
+    #: One-line description for ``ivfusion list``: plain words first, the paper's terms after.
     description: str = ""
+    #: DOI or arXiv link of the paper.
+    paper_url: str = ""
     #: Pixels of context needed for exact tiling; ``None`` when the network uses image-global
     #: statistics (global pooling, FFTs, attention over the whole grid).
     tiling_halo: Optional[int] = None
@@ -96,6 +99,7 @@ def register_model(
     name: str,
     *,
     paper: str,
+    paper_url: str = "",
     size_multiple: int = 1,
     description: str = "",
     tiling_halo: Optional[int] = None,
@@ -117,6 +121,7 @@ def register_model(
             name=name,
             cls=cls,
             paper=paper,
+            paper_url=paper_url,
             size_multiple=size_multiple,
             description=description,
             tiling_halo=tiling_halo,
@@ -141,7 +146,7 @@ def get_model_info(name: str) -> ModelInfo:
     try:
         return _MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+        raise ValueError(unknown_name("model", name, list_models())) from None
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -198,12 +198,14 @@ def fuse_features(
 @register_model(
     "didfuse",
     paper=(
-        "Z. Zhao, S. Xu, C. Zhang, J. Liu, P. Li, J. Zhang, 'DIDFuse: Deep Image Decomposition for "
-        "Infrared and Visible Image Fusion', IJCAI 2020, pp. 970-976"
+        "Z. Zhao, S. Xu, C. Zhang, J. Liu, J. Zhang, P. Li, 'DIDFuse: Deep Image Decomposition for "
+        "Infrared and Visible Image Fusion', Proc. 29th International Joint Conference on Artificial "
+        "Intelligence (IJCAI 2020), pp. 970-976, 2020; arXiv:2003.09210"
     ),
+    paper_url="https://doi.org/10.24963/ijcai.2020/135",
     cpu_bytes_per_pixel=4000,  # measured 3.60 KB/px as fuse() runs it (benchmarks/README.md, CPU memory)
     size_multiple=1,
-    description="auto-encoder splitting background/detail features, fused by a fixed rule",
+    description="splits each image into a smooth background and fine details and merges them by a fixed rule (-O rule=sum|average|l1_norm); auto-encoder with background/detail feature maps",
     # Receptive field 13x13 (six chained 3x3 convs) for "sum"/"average"; the 3x3 activity blur of
     # "l1_norm" widens it to 15x15, so the halo that is exact for every rule is 7.
     tiling_halo=7,

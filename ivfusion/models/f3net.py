@@ -72,11 +72,13 @@ class FFM(nn.Module):
     "f3net",
     paper=(
         "W. Song, M. Gao, Q. Li, G. Jeon, D. Camacho, 'Frequency-Spatial Feature Fusion Network for "
-        "Infrared and Visible Image Fusion' (F3Net), conference paper"
+        "Infrared and Visible Image Fusion' (F3Net), Springer conference proceedings (LNCS format), "
+        "2023 or later (the copy this implementation follows names no volume or DOI)"
     ),
+    paper_url="https://scholar.google.com/scholar?q=Frequency-Spatial+Feature+Fusion+Network+F3Net",
     cpu_bytes_per_pixel=3250,  # measured 2.94 KB/px as fuse() runs it (benchmarks/README.md, CPU memory)
     size_multiple=1,
-    description="two-stream FcaNet/CBAM frequency-spatial features, attention fusion module, conv decoder",
+    description="reads each image's texture both as frequencies and as pixels, then blends them with attention; FcaNet (DCT) and CBAM streams, attention fusion module",
     tiling_halo=None,  # global pooling in FcaNet, CBAM and SE
     half_precision=True,
     cpu_bf16=True,  # bf16 vs fp32, validation pairs: p99 0.38-0.88, max 2.7 grey levels (benchmarks/precision.py)

@@ -439,11 +439,12 @@ class Refine(nn.Module):
     "fiscnet",
     paper=(
         "N. Zheng, M. Zhou, J. Huang, F. Zhao, 'Frequency Integration and Spatial Compensation Network "
-        "for Infrared and Visible Image Fusion', Information Fusion 2024, art. 102359"
+        "for Infrared and Visible Image Fusion', Information Fusion, art. 102359, 2024"
     ),
+    paper_url="https://doi.org/10.1016/j.inffus.2024.102359",
     cpu_bytes_per_pixel=2750,  # measured 2.48 KB/px as fuse() runs it (benchmarks/README.md, CPU memory)
     size_multiple=1,
-    description="Fourier phase mixing + three spatial compensation stages",
+    description="keeps the visible scene's look, takes bright targets from the infrared through the Fourier phase, then restores texture; frequency integration + spatial compensation",
     tiling_halo=None,  # whole-image FFTs and global pooling
     half_precision=True,  # FFT parts are forced to float32 (C-FIS-4)
     cpu_bf16=False,  # bf16 vs fp32, validation pairs: p99 1.1-5.0 grey levels (max 15) (benchmarks/precision.py)

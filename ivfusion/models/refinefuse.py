@@ -156,12 +156,13 @@ class DecoderBlock(nn.Module):
 @register_model(
     "refinefuse",
     paper=(
-        "RefineFuse, a multi-scale interaction network for multi-modal image fusion "
-        "(Springer Nature journal article, 2025)"
+        "C. Song, H. Li, T. Xu, X.-J. Wu, J. Kittler, 'RefineFuse: an end-to-end network for multi-scale "
+        "refinement fusion of multi-modality images', Visual Intelligence (Springer Nature), 2025"
     ),
+    paper_url="https://doi.org/10.1007/s44267-025-00087-w",
     cpu_bytes_per_pixel=2200,  # measured 1.99 KB/px as fuse() runs it (benchmarks/README.md, CPU memory)
     size_multiple=8,
-    description="4-scale encoder-decoder; spatial-attention SFIM, cross-attention PSIM, deep-guided FIM",
+    description="mixes the two images at four scales, attention choosing what each scale keeps; encoder-decoder with SFIM (spatial attention), PSIM (cross-attention) and FIM modules",
     tiling_halo=None,  # global pooling in FIM and attention over the whole deep grid
     half_precision=True,
     cpu_bf16=False,  # bf16 vs fp32: p99 0.51-1.03 grey levels, > 1 on RoadScene (benchmarks/precision.py)

@@ -84,13 +84,12 @@ def _is_path_like(value: Union[str, os.PathLike]) -> bool:
     return value.endswith(".safetensors") or os.sep in value or "/" in value or os.path.isfile(value)
 
 
-def local_copies(name: str) -> List[Tuple[str, Path]]:
+def local_copies(name: str, *, cache: bool = True) -> List[Tuple[str, Path]]:
     """Files on disk for manifest weight ``name``, in resolution order, without hashing them.
 
-    Returns ``(location, path)`` pairs, location in ``{"env", "bundled", "cache"}``.
+    Returns ``(location, path)`` pairs, location in ``{"env", "bundled", "cache"}``; ``cache=False``
+    leaves out the Hugging Face cache (and does not import ``huggingface_hub``).
     """
-    from huggingface_hub import try_to_load_from_cache
-
     info = get_weight_info(name)
     found: List[Tuple[str, Path]] = []
     env_dir = _weights_dir()
@@ -98,6 +97,10 @@ def local_copies(name: str) -> List[Tuple[str, Path]]:
         found.append(("env", env_dir / info.basename))
     if (Path(BUNDLED_DIR) / info.basename).is_file():
         found.append(("bundled", Path(BUNDLED_DIR) / info.basename))
+    if not cache:
+        return found
+    from huggingface_hub import try_to_load_from_cache  # imports tqdm.auto: only when the cache is looked at
+
     cached = try_to_load_from_cache(info.repo_id, info.filename, cache_dir=str(hub_cache_dir()),
                                     revision=info.revision)
     if isinstance(cached, str) and os.path.isfile(cached):
@@ -152,7 +155,7 @@ def resolve_weight(name_or_path: Union[str, os.PathLike]) -> Path:
         raise TypeError(f"weights: expected a weight name or a path, got {type(name_or_path).__name__}")
     if isinstance(name_or_path, str) and name_or_path in get_manifest().weights:
         info = get_weight_info(name_or_path)
-        copies = local_copies(info.name)
+        copies = local_copies(info.name, cache=False) or local_copies(info.name)
         path = copies[0][1] if copies else _download(info)
         verify_file(path, info)
         return path

@@ -196,9 +196,12 @@ def didfuse_loss(
     not saturate). ``alpha1 = 0.5`` is the code's value (the paper says 0.05).
 
     Args:
-        ir, vis: the two source images ``(B, 1, H, W)``.
-        ir_hat, vis_hat: their reconstructions (each decoded from its own features).
-        feats_ir, feats_vis: the encoder outputs ``(F1, F2, B, D)`` of each image.
+        ir: the infrared source images ``(B, 1, H, W)``.
+        vis: the visible source images ``(B, 1, H, W)``.
+        ir_hat: the infrared reconstructions (each decoded from its own features).
+        vis_hat: the visible reconstructions.
+        feats_ir: the encoder outputs ``(F1, F2, B, D)`` of the infrared images.
+        feats_vis: the encoder outputs of the visible images.
 
     Terms: ``rec_ir``, ``rec_vis`` (``f`` values), ``background``, ``detail`` (the ``tanh`` values),
     ``gradient``.

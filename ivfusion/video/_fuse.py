@@ -127,7 +127,7 @@ def fuse_video(
     pix_fmt: str = DEFAULT_PIX_FMT,
     codec_options: Optional[Dict[str, Any]] = None,
     overwrite: bool = False,
-    progress: Optional[bool] = None,
+    progress: bool = True,
     queue_size: Optional[int] = None,
     device: Optional[Union[str, torch.device]] = None,
     tile_size: Optional[int] = None,
@@ -181,15 +181,22 @@ def fuse_video(
             stream).
         codec_options: further encoder options, e.g. ``{"preset": "veryfast"}`` for x264.
         overwrite: replace ``out`` if it exists (atomically; the old file stays if the run fails).
-        progress: ``tqdm`` progress bar on stderr; default: when stderr is a terminal.
+        progress: a ``tqdm`` progress bar on stderr when stderr is a terminal (default); ``False``:
+            none. Same default as :func:`ivfusion.fuse_dir`.
         queue_size: frames held in each queue between the decoder, the fusion and the encoder
             (default ``max(2 * batch_size, 4)``); memory stays bounded by it whatever the length of
             the video.
-        device, tile_size, tile_overlap, resize, weights, precision, backend, options: as in
-            :func:`ivfusion.fuse`. Frames of different sizes need ``resize``.
+        device: as in :func:`ivfusion.fuse`.
+        tile_size: as in :func:`ivfusion.fuse`.
+        tile_overlap: as in :func:`ivfusion.fuse`.
+        resize: as in :func:`ivfusion.fuse`; frames of different sizes need it.
+        weights: as in :func:`ivfusion.fuse`.
+        precision: as in :func:`ivfusion.fuse`.
+        backend: as in :func:`ivfusion.fuse`.
+        options: method options, as in :func:`ivfusion.fuse`.
 
     Returns:
-        A :class:`VideoReport`: frames written, input frame rate, output path, seconds, ...
+        Frames written, input frame rate, output path, seconds, ... (a :class:`VideoReport`).
 
     Raises:
         ImportError: PyAV is not installed (extra ``ivfusion[video]``).

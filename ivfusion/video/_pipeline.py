@@ -82,7 +82,7 @@ def _run_pipeline(*, av: Any, ir: PathLike, vis: PathLike, rates: Dict[str, Frac
     pipe = _Pipeline()
     decoded: "queue.Queue[Any]" = queue.Queue(maxsize=queue_size)
     fused: "queue.Queue[Any]" = queue.Queue(maxsize=queue_size)
-    bar = progress_bar(total, "fusing", unit="frame", enabled=progress is not False)  # None: on a terminal
+    bar = progress_bar(total, "fusing", unit="frame", enabled=progress is not False)  # shown only on a terminal
     ir_range = tuple(ir_fixed) if ir_fixed is not None else None
 
     def decode() -> None:
