@@ -85,17 +85,17 @@ def _rows(body):
 
 def test_bold_marks_the_best_of_each_row():
     table = _rows(cards.model_card("refinefuse.ivif"))
-    assert table["TNO (8)"] == ["0.846 / 0.561", "**0.959** / **0.597**", "0.661 / 0.516", "0.599 / 0.348"]
+    assert table["TNO (8)"] == ["0.850 / 0.563", "**0.959** / **0.597**", "0.661 / 0.516", "0.599 / 0.348"]
     # Each metric on its own: refinefuse has the best MRI–CT Qabf, guided the best VIF.
-    assert table["MRI–CT (21)"][:2] == ["0.589 / **0.617**", "**0.607** / 0.597"]
+    assert table["MRI–CT (21)"][:2] == ["0.591 / **0.618**", "**0.607** / 0.597"]
 
 
 def test_history_cells_hold_vif_over_qabf():
     body = cards.model_card("refinefuse.ivif").split("## History", 1)[1]
-    current = next(line for line in body.splitlines() if line.startswith("| **v0.9.0** (this file)<br>"))
+    current = next(line for line in body.splitlines() if line.startswith("| **v0.10.0** (this file)<br>"))
     tno = pretrained.get_weight_info("refinefuse.ivif").metrics["ivif/train/tno (mixed split)"]
     assert current.split(" | ")[1] == f"{tno['VIF']:.3f}<br>{tno['Qabf']:.3f}"
-    assert current.startswith("| **v0.9.0** (this file)<br>2026-11-30 | ")
+    assert current.startswith("| **v0.10.0** (this file)<br>2026-12-05 | ")
 
 
 def test_cli_prints_and_writes_cards(tmp_path, capsys):
