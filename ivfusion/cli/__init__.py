@@ -2,7 +2,8 @@
 
 Each subcommand is a pair of functions in a small module of this package: ``_add_<name>(subparsers)``
 declares its arguments and ``_cmd_<name>(args) -> int`` runs it (``_fusion``: fuse, fuse-video,
-compare; ``_weights``: list, weights, export; ``_train``: eval, train; ``_common``: shared helpers).
+compare; ``_register``: register; ``_weights``: list, weights, export; ``_train``: eval, train,
+train-registration; ``_common``: shared helpers).
 The work itself lives in the library; this package only parses, calls and prints. Expected failures (bad input, missing files, unavailable weights)
 print one line ``ivfusion: error: ...`` and exit with status 1; usage errors exit with 2.
 """
@@ -16,7 +17,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 from .._version import __version__
 from ._common import CLIError
 from ._fusion import _add_compare, _add_fuse, _add_fuse_video, _cmd_compare, _cmd_fuse, _cmd_fuse_video
-from ._train import _add_eval, _add_train, _cmd_eval, _cmd_train
+from ._register import _add_register, _cmd_register
+from ._train import _add_eval, _add_train, _add_train_registration, _cmd_eval, _cmd_train, _cmd_train_registration
 from ._weights import _add_export, _add_list, _add_weights, _cmd_export, _cmd_list, _cmd_weights
 
 __all__ = ["main", "build_parser", "CLIError"]
@@ -28,10 +30,12 @@ _COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callabl
     "fuse": (_add_fuse, _cmd_fuse),
     "fuse-video": (_add_fuse_video, _cmd_fuse_video),
     "compare": (_add_compare, _cmd_compare),
+    "register": (_add_register, _cmd_register),
     "list": (_add_list, _cmd_list),
     "weights": (_add_weights, _cmd_weights),
     "eval": (_add_eval, _cmd_eval),
     "train": (_add_train, _cmd_train),
+    "train-registration": (_add_train_registration, _cmd_train_registration),
     "export": (_add_export, _cmd_export),
 }
 

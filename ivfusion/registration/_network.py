@@ -1,0 +1,204 @@
+"""The learned estimator: a small two-stage homography network (:class:`RegNet`) and loading its
+weight through the manifest.
+
+Both lumas are resized to ``INPUT_SIZE`` (the infrared nominally over the visible frame's field of
+view). Coordinates are ``grid_sample``'s [-1, 1] (``align_corners=False``) of each image; the
+output is a ``(B, 3, 3)`` homography from visible to infrared normalised coordinates.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..pretrained import get_manifest, load_state_dict_file, resolve_weight, check_state_dict
+
+__all__ = ["RegNet", "INPUT_SIZE", "NETWORK", "fit_homography", "apply_h", "CORNERS",
+           "load_regnet", "default_regnet_weight"]
+
+#: ``(H, W)`` the network sees.
+INPUT_SIZE = (128, 160)
+#: Manifest method name of the registration network's weights.
+NETWORK = "regnet"
+#: The visible frame's corners in normalised coordinates, ``(4, 2)``.
+CORNERS = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+
+
+def _warp_grid(h: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``(B, h, w, 2)`` normalised positions ``H @ x`` of the pixel centres of a ``size`` grid."""
+    hh, ww = size
+    ys = (torch.arange(hh, dtype=h.dtype, device=h.device) * 2 + 1) / hh - 1
+    xs = (torch.arange(ww, dtype=h.dtype, device=h.device) * 2 + 1) / ww - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    pts = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(-1, 3)
+    out = pts @ h.transpose(1, 2)  # (B, N, 3)
+    w = out[..., 2:].clamp_min(1e-6)
+    return (out[..., :2] / w).reshape(h.shape[0], hh, ww, 2)
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.1, inplace=True))
+
+
+class _Encoder(nn.Module):
+    """Features at 1/4 (32 channels) and 1/8 (48 channels) of the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s2 = nn.Sequential(_conv(2, 16, 2), _conv(16, 16))
+        self.s4 = nn.Sequential(_conv(16, 32, 2), _conv(32, 32))
+        self.s8 = nn.Sequential(_conv(32, 48, 2), nn.Conv2d(48, 48, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        f4 = self.s4(self.s2(x))
+        return f4, self.s8(f4)
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor, radius: int) -> torch.Tensor:
+    """Cosine correlation of ``a`` with ``b`` shifted by every offset within ``radius``:
+    ``(B, (2r+1)^2, h, w)``."""
+    a = F.normalize(a, dim=1)
+    b = F.normalize(b, dim=1)
+    h, w = a.shape[-2:]
+    pad = F.pad(b, (radius,) * 4)
+    out = [(a * pad[..., dy:dy + h, dx:dx + w]).sum(dim=1) for dy in range(2 * radius + 1) for dx in range(2 * radius + 1)]
+    return torch.stack(out, dim=1)
+
+
+def _inputs(x: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` luma -> ``(B, 2, H, W)``: the luma standardised per image and its gradient
+    magnitude (edges are what the two modalities share)."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
+    z = (x - mean) / std
+    gx = F.pad(z[..., :, 2:] - z[..., :, :-2], (1, 1, 0, 0), mode="replicate")
+    gy = F.pad(z[..., 2:, :] - z[..., :-2, :], (0, 0, 1, 1), mode="replicate")
+    return torch.cat([z, torch.sqrt(gx * gx + gy * gy + 1e-6)], dim=1)
+
+
+def _cell_centres(size: Tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    """``(h w, 2)`` normalised coordinates of the cell centres of a ``size`` feature map."""
+    hh, ww = size
+    ys = (torch.arange(hh, dtype=like.dtype, device=like.device) * 2 + 1) / hh - 1
+    xs = (torch.arange(ww, dtype=like.dtype, device=like.device) * 2 + 1) / ww - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1).reshape(-1, 2)
+
+
+def _soft_argmax(corr: torch.Tensor, radius: int, size: Tuple[int, int], temperature: torch.Tensor
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Expected displacement ``(B, h w, 2)`` (normalised units) under the softmax of a correlation
+    volume ``(B, (2r+1)^2, h, w)``, and each cell's peakedness ``sum p^2`` ``(B, h w)`` as its weight."""
+    b = corr.shape[0]
+    prob = torch.softmax(corr * temperature, dim=1).flatten(2)  # (B, K, hw)
+    r = torch.arange(-radius, radius + 1, dtype=corr.dtype, device=corr.device)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    table = torch.stack([dx.flatten() * 2 / size[1], dy.flatten() * 2 / size[0]], dim=-1)  # (K, 2)
+    disp = torch.einsum("bkn,kd->bnd", prob, table)
+    return disp, (prob * prob).sum(dim=1).reshape(b, -1)
+
+
+def fit_homography(p: torch.Tensor, q: torch.Tensor, weight: torch.Tensor, reg: float = 1e-3) -> torch.Tensor:
+    """Weighted least-squares homographies ``(B, 3, 3)`` taking points ``p`` ``(N, 2)`` to ``q`` ``(B, N, 2)``
+    (linear DLT with ``H[2, 2] = 1``, pulled towards the identity by ``reg`` so that flat or
+    featureless inputs stay well posed); differentiable."""
+    b, n = q.shape[:2]
+    x, y = p[:, 0].expand(b, n), p[:, 1].expand(b, n)
+    u, v = q[..., 0], q[..., 1]
+    zero, one = torch.zeros_like(x), torch.ones_like(x)
+    a = torch.cat([torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y], dim=-1),
+                   torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], dim=-1)], dim=1)  # (B, 2N, 8)
+    rhs = torch.cat([u, v], dim=1)
+    w = torch.cat([weight, weight], dim=1)
+    ata = torch.einsum("bni,bn,bnj->bij", a, w, a)
+    atb = torch.einsum("bni,bn,bn->bi", a, w, rhs)
+    ident = torch.tensor([1.0, 0, 0, 0, 1.0, 0, 0, 0], dtype=q.dtype, device=q.device)
+    lam = reg * (ata.diagonal(dim1=1, dim2=2).mean(dim=1, keepdim=True) + 1e-6)
+    h = torch.linalg.solve(ata + lam[..., None] * torch.eye(8, dtype=q.dtype, device=q.device),
+                           atb + lam * ident)
+    return torch.cat([h, torch.ones_like(h[:, :1])], dim=1).reshape(b, 3, 3)
+
+
+def apply_h(h: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Homographies ``(B, 3, 3)`` on points ``(N, 2)`` or ``(B, N, 2)`` -> ``(B, N, 2)``."""
+    if p.dim() == 2:
+        p = p.expand(h.shape[0], *p.shape)
+    out = torch.cat([p, torch.ones_like(p[..., :1])], dim=-1) @ h.transpose(1, 2)
+    return out[..., :2] / out[..., 2:].clamp_min(1e-6)
+
+
+class RegNet(nn.Module):
+    """Two-stage homography network from a visible/infrared luma pair.
+
+    Features of each modality (one small CNN each) are matched by a cosine correlation volume;
+    the soft-argmax of every cell gives a displacement and its peakedness a weight, and a weighted
+    least-squares DLT fits the homography (stage 1 at 1/8 scale, radius 4 cells; stage 2 at 1/4
+    scale, radius 3, on the infrared features warped by stage 1). The geometry is solved, not
+    regressed: the network only has to learn features that match across modalities.
+
+    ``forward(ir, vis)`` takes ``(B, 1, H, W)`` lumas in [0, 1] resized to :data:`INPUT_SIZE` and
+    returns a dict: ``"h1"``, ``"h2"`` ``(B, 3, 3)`` homographies (visible -> infrared normalised
+    coordinates) and ``"q1"`` ``(B, h8 w8, 2)``, ``"q2"`` ``(B, h4 w4, 2)`` the matched infrared
+    positions of the cell centres (for the dense loss).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc_vis = _Encoder()
+        self.enc_ir = _Encoder()
+        self.radius8, self.radius4 = 4, 3
+        self.temperature = nn.Parameter(torch.tensor([10.0, 10.0]))
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> Dict[str, torch.Tensor]:
+        v4, v8 = self.enc_vis(_inputs(vis))
+        i4, i8 = self.enc_ir(_inputs(ir))
+        s8, s4 = tuple(v8.shape[-2:]), tuple(v4.shape[-2:])
+        p8, p4 = _cell_centres(s8, v8), _cell_centres(s4, v4)
+        d1, w1 = _soft_argmax(_correlation(v8, i8, self.radius8), self.radius8, s8, self.temperature[0])
+        q1 = p8 + d1
+        h1 = fit_homography(p8, q1, w1)
+        i4w = F.grid_sample(i4, _warp_grid(h1, s4), mode="bilinear", padding_mode="zeros", align_corners=False)
+        d2, w2 = _soft_argmax(_correlation(v4, i4w, self.radius4), self.radius4, s4, self.temperature[1])
+        q2 = apply_h(h1, p4 + d2)
+        h2 = fit_homography(p4, q2, w2)
+        return {"h1": h1, "h2": h2, "q1": q1, "q2": q2}
+
+
+def default_regnet_weight() -> Optional[str]:
+    """Name of the manifest's default registration weight, or None when none ships."""
+    for name, info in get_manifest().weights.items():
+        if info.method == NETWORK and info.default:
+            return name
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(key: str) -> RegNet:
+    path = resolve_weight(key)
+    state, _ = load_state_dict_file(path, what=f"registration weights {key!r}")
+    net = RegNet()
+    check_state_dict(net, state, what=f"registration weights {key!r}")
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    return net.eval()
+
+
+def load_regnet(weights: Optional[Union[str, os.PathLike]] = None) -> RegNet:
+    """The registration network with ``weights`` (manifest name or ``.safetensors`` path; default:
+    the manifest's default ``regnet`` weight).
+
+    Raises:
+        RuntimeError: no registration weight ships and none was given.
+    """
+    if weights is None:
+        weights = default_regnet_weight()
+        if weights is None:
+            raise RuntimeError("no pretrained registration network is available; use estimator='classical'")
+    return _load_cached(str(weights))
+
+
+def state_dict_for_export(net: RegNet) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().float().contiguous() for k, v in net.state_dict().items()}
