@@ -33,6 +33,7 @@ import argparse
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,14 @@ def _elastix(moving, vis, maps):
         params.AddParameterMap(pm)
     try:
         _, result = itk.elastix_registration_method(fixed, mov, parameter_object=params, log_to_console=False)
-        field = itk.GetArrayFromImage(itk.transformix_deformation_field(mov, result)).astype(np.float64)
+        with tempfile.TemporaryDirectory() as tmp:  # transformix writes the field to a file as well
+            tf = itk.TransformixFilter.New(mov)
+            tf.SetTransformParameterObject(result)
+            tf.SetComputeDeformationField(True)
+            tf.SetOutputDirectory(tmp)
+            tf.SetLogToConsole(False)
+            tf.UpdateLargestPossibleRegion()
+            field = itk.GetArrayFromImage(tf.GetOutputDeformationField()).astype(np.float64)
     except RuntimeError:
         field = np.zeros((*vis.shape[-2:], 2))
     x = pixel_grid(*vis.shape[-2:], dtype=torch.float64).numpy()
