@@ -1,11 +1,12 @@
 """The user-facing estimator: :func:`register`, and :func:`register_pairs` for a fixed rig."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 import warnings
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -76,6 +77,21 @@ def _check_args(model: str, estimator: str, scale: float) -> None:
                          f"relative to the same field of view), got {scale!r}")
 
 
+@contextlib.contextmanager
+def _torch_threads(n: Optional[int]) -> Iterator[None]:
+    if n is None or (torch.get_num_threads() == n):
+        yield
+        return
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"threads must be an int >= 1 or None, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _learned_transform(ir: torch.Tensor, vis: torch.Tensor, frame: Frame, weights: Any) -> torch.Tensor:
     """The network's homography in centred units (:mod:`._classical`)."""
     net = load_regnet(weights)
@@ -109,6 +125,7 @@ def register(
     strict: bool = False,
     weights: Optional[Union[str, os.PathLike]] = None,
     settings: Optional[ClassicalSettings] = None,
+    threads: Optional[int] = 1,
 ) -> Registration:
     """Estimate how the infrared image maps into the visible image's frame.
 
@@ -130,6 +147,10 @@ def register(
             wrong.
         weights: the network's weight (manifest name or ``.safetensors``; learned estimators only).
         settings: knobs of the classical estimator (:class:`ClassicalSettings`).
+        threads: CPU threads torch uses while estimating (restored afterwards; None: leave torch's
+            setting). Default 1: the estimator runs many small tensor operations, which gain little
+            from more threads and lose badly on a busy machine (on the 2-core sandbox under load,
+            0.85 s with 1 thread against 25 s with 2 for a 640x480 pair, ``docs/registration.md``).
 
     Returns:
         A :class:`Registration` (``.warp(ir)``, ``.matrix``, ``.flow``, ``.confidence``, ``.save``).
@@ -148,7 +169,7 @@ def register(
     vis_y = _luma(vis, "vis", None)
     ir_size, vis_size = tuple(ir_y.shape[-2:]), tuple(vis_y.shape[-2:])
     start = time.perf_counter()
-    with torch.inference_mode(False), torch.no_grad():
+    with _torch_threads(threads), torch.inference_mode(False), torch.no_grad():
         ir_y, vis_y = ir_y.clone(), vis_y.clone()  # normal tensors even under an outer inference_mode
         if estimator == "learned":
             frame, levels = build_levels(ir_y, vis_y, settings)
