@@ -35,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 
 import ivfusion
 from ivfusion.metrics import evaluate
-from ivfusion.registration import Registration, register
+from ivfusion.registration import LOW_CONFIDENCE, ClassicalSettings, Registration, RegistrationWarning, register
 from ivfusion.registration._geometry import inside_mask, pixel_grid, sample, scale_matrix
 from ivfusion.registration.synthetic import WarpRanges, end_point_error, random_registration, render_infrared
 from ivfusion.train.data import find_pairs, load_luma
@@ -185,10 +186,19 @@ def method_elastix_bspline(moving, vis):
     return _elastix(moving, vis, ["affine", "bspline"])
 
 
-def _ivfusion(model: str, estimator: str) -> Callable:
+def _ivfusion(model: str, estimator: str, **settings) -> Callable:
     def run(moving, vis):
-        return register(moving, vis, model, estimator=estimator).mapping()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RegistrationWarning)  # low confidence is counted, not printed
+            reg = register(moving, vis, model, estimator=estimator,
+                           settings=ClassicalSettings(**settings) if settings else None)
+        CONFIDENCE.setdefault(run.name, []).append(reg.confidence)
+        return reg.mapping()
     return run
+
+
+#: Confidence of every ivfusion estimate, by method (the low-confidence share goes in the table).
+CONFIDENCE: Dict[str, List[float]] = {}
 
 
 METHODS: Dict[str, Callable] = {
@@ -202,6 +212,12 @@ for _est in ("classical", "learned", "learned+classical"):
         if _est == "learned" and _model == "deformable":
             continue
         METHODS[f"ivfusion-{_est}-{_model}"] = _ivfusion(_model, _est)
+# ablations of the classical estimator
+METHODS["ivfusion-classical-deformable (grid search init)"] = _ivfusion("deformable", "classical", init="grid",
+                                                                        search_level=1)
+METHODS["ivfusion-classical-deformable (MIND-SSC features)"] = _ivfusion("deformable", "classical", features="mind")
+for _name, _fn in METHODS.items():
+    _fn.name = _name
 
 
 # ------------------------------------------------------------------------------------------ fusion
@@ -306,14 +322,16 @@ def main() -> None:
         print(f"done {method}: median EPE {statistics.median(epe):.2f}", file=sys.stderr, flush=True)
 
     print("| method | EPE median (px) | EPE p95 | share < 2 px | own-alignment EPE median | own p95 | own share < 2 px "
-          "| s / pair | s / 640x480 pair |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| s / pair | s / 640x480 pair | low confidence |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for method, epe, cons, times, times640 in rows:
         own = (f"{statistics.median(cons):.2f} | {_pct(cons, 95):.2f} | {np.mean(np.array(cons) < 2):.0%}"
                if cons else "- | - | -")
         t640 = f"{statistics.median(times640):.2f}" if times640 else "-"
+        conf = CONFIDENCE.get(method, [])[-len(epe):]
+        low = f"{np.mean(np.array(conf) < LOW_CONFIDENCE):.0%}" if conf else "-"
         print(f"| {method} | {statistics.median(epe):.2f} | {_pct(epe, 95):.2f} | {np.mean(np.array(epe) < 2):.0%} | "
-              f"{own} | {statistics.median(times):.2f} | {t640} |")
+              f"{own} | {statistics.median(times):.2f} | {t640} | {low} |")
     if fusion:
         ref = fusion["perfectly registered"]
         print(f"\nFusion with {args.fusion}, scored against the aligned infrared and the visible image (mean over "

@@ -196,18 +196,21 @@ def register(
     reg = Registration(matrix, ir_size, vis_size, model, flow=flow_px, confidence=confidence, estimator=estimator,
                        info=info)
     if confidence < LOW_CONFIDENCE:
-        message = (f"registration confidence {confidence:.2f} is below {LOW_CONFIDENCE}: the images have little "
-                   f"structure in common (a flat image, or unrelated scenes?); check the result before using it")
-        if strict:
-            raise RegistrationError(message)
-        warnings.warn(message, RegistrationWarning, stacklevel=2)
+        _doubt(f"registration confidence {confidence:.2f} is below {LOW_CONFIDENCE}: the images have little "
+               f"structure in common (a flat image, or unrelated scenes?); check the result before using it", strict)
     return reg
 
 
-def _reject(message: str, ir_size, vis_size, model: str, estimator: str, info: dict, strict: bool) -> Registration:
+def _doubt(message: str, strict: bool) -> None:
+    """A doubtful estimate: :class:`RegistrationError` with ``strict``, else a warning pointing at the
+    caller of the public function."""
     if strict:
         raise RegistrationError(message)
     warnings.warn(message, RegistrationWarning, stacklevel=3)
+
+
+def _reject(message: str, ir_size, vis_size, model: str, estimator: str, info: dict, strict: bool) -> Registration:
+    _doubt(message, strict)
     nominal = Registration.identity(ir_size, vis_size, model="affine" if model == "affine" else "homography")
     return Registration(nominal.matrix, ir_size, vis_size, model, confidence=0.0, estimator=estimator,
                         info={**info, "rejected": message})
@@ -253,9 +256,6 @@ def register_pairs(pairs: Sequence[Tuple[ImageLike, ImageLike]], model: str = DE
     reg = Registration(matrix, base.ir_size, base.vis_size, model if flow is not None or model != "deformable"
                        else "homography", flow=flow, confidence=confidence, estimator=base.estimator, info=info)
     if confidence < LOW_CONFIDENCE or len(agree) * 2 < len(regs):
-        message = (f"rig registration from {len(regs)} pair(s): only {len(agree)} agree, confidence "
-                   f"{confidence:.2f}; check the result before using it")
-        if strict:
-            raise RegistrationError(message)
-        warnings.warn(message, RegistrationWarning, stacklevel=2)
+        _doubt(f"rig registration from {len(regs)} pair(s): only {len(agree)} agree, confidence "
+               f"{confidence:.2f}; check the result before using it", strict)
     return reg

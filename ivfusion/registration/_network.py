@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..pretrained import get_manifest, load_state_dict_file, resolve_weight, check_state_dict
+from ..pretrained import check_state_dict, get_manifest, load_state_dict_file, resolve_weight
+from ._similarity import ngf_eps, orientation_tensor
 
 __all__ = ["RegNet", "INPUT_SIZE", "NETWORK", "fit_homography", "apply_h", "CORNERS",
            "load_regnet", "default_regnet_weight"]
@@ -45,17 +46,18 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class _Encoder(nn.Module):
-    """Features at 1/4 (32 channels) and 1/8 (48 channels) of the input."""
+    """Features at 1/4 (32 channels) and 1/8 (48 channels) of the input, each standardised per image
+    and channel (instance normalisation: what distinguishes places, not the modality's offset)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.s2 = nn.Sequential(_conv(2, 16, 2), _conv(16, 16))
+        self.s2 = nn.Sequential(_conv(3, 16, 2), _conv(16, 16))
         self.s4 = nn.Sequential(_conv(16, 32, 2), _conv(32, 32))
         self.s8 = nn.Sequential(_conv(32, 48, 2), nn.Conv2d(48, 48, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         f4 = self.s4(self.s2(x))
-        return f4, self.s8(f4)
+        return F.instance_norm(f4), F.instance_norm(self.s8(f4))
 
 
 def _correlation(a: torch.Tensor, b: torch.Tensor, radius: int) -> torch.Tensor:
@@ -70,14 +72,9 @@ def _correlation(a: torch.Tensor, b: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def _inputs(x: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, H, W)`` luma -> ``(B, 2, H, W)``: the luma standardised per image and its gradient
-    magnitude (edges are what the two modalities share)."""
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    std = x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
-    z = (x - mean) / std
-    gx = F.pad(z[..., :, 2:] - z[..., :, :-2], (1, 1, 0, 0), mode="replicate")
-    gy = F.pad(z[..., 2:, :] - z[..., :-2, :], (0, 0, 1, 1), mode="replicate")
-    return torch.cat([z, torch.sqrt(gx * gx + gy * gy + 1e-6)], dim=1)
+    """``(B, 1, H, W)`` luma -> ``(B, 3, H, W)``: its NGF orientation tensor (modality-independent
+    edge directions, :func:`~ivfusion.registration._similarity.orientation_tensor`)."""
+    return orientation_tensor(x, ngf_eps(x, 1.0))
 
 
 def _cell_centres(size: Tuple[int, int], like: torch.Tensor) -> torch.Tensor:
@@ -89,13 +86,12 @@ def _cell_centres(size: Tuple[int, int], like: torch.Tensor) -> torch.Tensor:
     return torch.stack([gx, gy], dim=-1).reshape(-1, 2)
 
 
-def _soft_argmax(corr: torch.Tensor, radius: int, size: Tuple[int, int], temperature: torch.Tensor
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Expected displacement ``(B, h w, 2)`` (normalised units) under the softmax of a correlation
-    volume ``(B, (2r+1)^2, h, w)``, and each cell's peakedness ``sum p^2`` ``(B, h w)`` as its weight."""
-    b = corr.shape[0]
-    prob = torch.softmax(corr * temperature, dim=1).flatten(2)  # (B, K, hw)
-    r = torch.arange(-radius, radius + 1, dtype=corr.dtype, device=corr.device)
+def _soft_argmax(logits: torch.Tensor, radius: int, size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Expected displacement ``(B, h w, 2)`` (normalised units) under the softmax of correlation
+    logits ``(B, (2r+1)^2, h, w)``, and each cell's peakedness ``sum p^2`` ``(B, h w)`` as its weight."""
+    b = logits.shape[0]
+    prob = torch.softmax(logits, dim=1).flatten(2)  # (B, K, hw)
+    r = torch.arange(-radius, radius + 1, dtype=logits.dtype, device=logits.device)
     dy, dx = torch.meshgrid(r, r, indexing="ij")
     table = torch.stack([dx.flatten() * 2 / size[1], dy.flatten() * 2 / size[0]], dim=-1)  # (K, 2)
     disp = torch.einsum("bkn,kd->bnd", prob, table)
@@ -123,6 +119,10 @@ def fit_homography(p: torch.Tensor, q: torch.Tensor, weight: torch.Tensor, reg: 
     return torch.cat([h, torch.ones_like(h[:, :1])], dim=1).reshape(b, 3, 3)
 
 
+def inverse_h(h: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.inv(h)
+
+
 def apply_h(h: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Homographies ``(B, 3, 3)`` on points ``(N, 2)`` or ``(B, N, 2)`` -> ``(B, N, 2)``."""
     if p.dim() == 2:
@@ -134,7 +134,8 @@ def apply_h(h: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 class RegNet(nn.Module):
     """Two-stage homography network from a visible/infrared luma pair.
 
-    Features of each modality (one small CNN each) are matched by a cosine correlation volume;
+    The NGF orientation tensors of both images go through one shared small CNN; its features are
+    matched by a cosine correlation volume;
     the soft-argmax of every cell gives a displacement and its peakedness a weight, and a weighted
     least-squares DLT fits the homography (stage 1 at 1/8 scale, radius 4 cells; stage 2 at 1/4
     scale, radius 3, on the infrared features warped by stage 1). The geometry is solved, not
@@ -142,30 +143,32 @@ class RegNet(nn.Module):
 
     ``forward(ir, vis)`` takes ``(B, 1, H, W)`` lumas in [0, 1] resized to :data:`INPUT_SIZE` and
     returns a dict: ``"h1"``, ``"h2"`` ``(B, 3, 3)`` homographies (visible -> infrared normalised
-    coordinates) and ``"q1"`` ``(B, h8 w8, 2)``, ``"q2"`` ``(B, h4 w4, 2)`` the matched infrared
-    positions of the cell centres (for the dense loss).
+    coordinates), ``"q1"`` ``(B, h8 w8, 2)``, ``"q2"`` ``(B, h4 w4, 2)`` the matched infrared
+    positions of the cell centres and ``"logits1"``, ``"logits2"`` the correlation volumes (for the
+    training losses).
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.enc_vis = _Encoder()
-        self.enc_ir = _Encoder()
+        self.enc = _Encoder()  # shared: its input (NGF) is already modality-independent
         self.radius8, self.radius4 = 4, 3
-        self.temperature = nn.Parameter(torch.tensor([10.0, 10.0]))
+        self.temperature = nn.Parameter(torch.tensor([20.0, 20.0]))
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> Dict[str, torch.Tensor]:
-        v4, v8 = self.enc_vis(_inputs(vis))
-        i4, i8 = self.enc_ir(_inputs(ir))
+        v4, v8 = self.enc(_inputs(vis))
+        i4, i8 = self.enc(_inputs(ir))
         s8, s4 = tuple(v8.shape[-2:]), tuple(v4.shape[-2:])
         p8, p4 = _cell_centres(s8, v8), _cell_centres(s4, v4)
-        d1, w1 = _soft_argmax(_correlation(v8, i8, self.radius8), self.radius8, s8, self.temperature[0])
+        logits1 = _correlation(v8, i8, self.radius8) * self.temperature[0]
+        d1, w1 = _soft_argmax(logits1, self.radius8, s8)
         q1 = p8 + d1
         h1 = fit_homography(p8, q1, w1)
         i4w = F.grid_sample(i4, _warp_grid(h1, s4), mode="bilinear", padding_mode="zeros", align_corners=False)
-        d2, w2 = _soft_argmax(_correlation(v4, i4w, self.radius4), self.radius4, s4, self.temperature[1])
+        logits2 = _correlation(v4, i4w, self.radius4) * self.temperature[1]
+        d2, w2 = _soft_argmax(logits2, self.radius4, s4)
         q2 = apply_h(h1, p4 + d2)
         h2 = fit_homography(p4, q2, w2)
-        return {"h1": h1, "h2": h2, "q1": q1, "q2": q2}
+        return {"h1": h1, "h2": h2, "q1": q1, "q2": q2, "logits1": logits1, "logits2": logits2}
 
 
 def default_regnet_weight() -> Optional[str]:

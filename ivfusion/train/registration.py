@@ -167,13 +167,42 @@ def _dense_px(q: torch.Tensor, dense: torch.Tensor, size: Tuple[int, int]) -> to
     return ((q - target) * _PX).norm(dim=-1).mean(dim=-1)
 
 
+def _match_ce(logits: torch.Tensor, target: torch.Tensor, radius: int) -> torch.Tensor:
+    """Cross-entropy of correlation logits ``(B, K, h, w)`` against the true displacement
+    ``(B, hw, 2)`` in cells, split bilinearly over the 4 nearest offsets; cells whose true
+    displacement lies outside the volume do not count."""
+    b, k, h, w = logits.shape
+    side = 2 * radius + 1
+    t = target + radius  # offset index coordinates
+    x0, y0 = t[..., 0].floor(), t[..., 1].floor()
+    fx, fy = t[..., 0] - x0, t[..., 1] - y0
+    probs = torch.zeros(b, h * w, k)
+    valid = (x0 >= 0) & (y0 >= 0) & (x0 + 1 <= side - 1) & (y0 + 1 <= side - 1)
+    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        idx = ((y0 + dy).clamp(0, side - 1) * side + (x0 + dx).clamp(0, side - 1)).long()
+        probs.scatter_add_(2, idx[..., None], wgt[..., None])
+    logp = torch.log_softmax(logits.flatten(2), dim=1).transpose(1, 2)  # (B, hw, K)
+    ce = -(probs * logp).sum(dim=-1)
+    return (ce * valid).sum() / valid.sum().clamp_min(1)
+
+
 def loss_terms(out: Dict[str, torch.Tensor], h_true: torch.Tensor, dense: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """The training loss terms (input pixels, batch means): corner errors of both stages and the
-    dense errors of their matches."""
+    """The training loss terms (batch means): corner errors of both stages and the dense errors of
+    their matches (input pixels), and the cross-entropy of both correlation volumes against the
+    true displacement (the matching signal that makes the features learn)."""
     s8 = (INPUT_SIZE[0] // 8, INPUT_SIZE[1] // 8)
     s4 = (INPUT_SIZE[0] // 4, INPUT_SIZE[1] // 4)
+    from ..registration._network import _cell_centres
+    p8, p4 = _cell_centres(s8, dense), _cell_centres(s4, dense)
+    q8 = F.adaptive_avg_pool2d(dense, s8).flatten(2).transpose(1, 2)
+    q4 = F.adaptive_avg_pool2d(dense, s4).flatten(2).transpose(1, 2)
+    cell8 = torch.tensor([2 / s8[1], 2 / s8[0]])
+    cell4 = torch.tensor([2 / s4[1], 2 / s4[0]])
+    back = apply_h(torch.linalg.inv(out["h1"].detach()), q4)  # true match in the stage-1-warped frame
     return {"corner1": _corner_px(out["h1"], h_true).mean(), "corner2": _corner_px(out["h2"], h_true).mean(),
-            "dense1": _dense_px(out["q1"], dense, s8).mean(), "dense2": _dense_px(out["q2"], dense, s4).mean()}
+            "dense1": _dense_px(out["q1"], dense, s8).mean(), "dense2": _dense_px(out["q2"], dense, s4).mean(),
+            "match1": _match_ce(out["logits1"], (q8 - p8) / cell8, 4),
+            "match2": _match_ce(out["logits2"], (back - p4) / cell4, 3)}
 
 
 @torch.no_grad()
@@ -222,9 +251,10 @@ def train_registration(cfg: RegTrainConfig, progress: bool = False) -> RegTrainR
     with open(log_path, "a", encoding="utf-8") as log:
         for step in range(cfg.steps):
             ir, vis, h_true, dense = _batch(pairs, cfg, step)
-            out = net(ir, vis)
-            terms = loss_terms(out, h_true, dense)
-            loss = 0.5 * terms["corner1"] + terms["corner2"] + 0.5 * terms["dense1"] + 0.5 * terms["dense2"]
+            pred = net(ir, vis)
+            terms = loss_terms(pred, h_true, dense)
+            loss = (0.5 * terms["corner1"] + terms["corner2"] + 0.5 * terms["dense1"] + 0.5 * terms["dense2"]
+                    + 5.0 * (terms["match1"] + terms["match2"]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -309,7 +339,8 @@ def export_regnet(run_dir: str, name: str, *, metrics: Optional[Dict[str, Dict[s
             "seed": cfg.seed, "precision": "float32",
             "notes": (f"Synthetic warps of the aligned training pairs (random crops >= {cfg.min_crop:.0%} of each side, "
                       f"resized to {INPUT_SIZE[1]}x{INPUT_SIZE[0]}; {TRAIN_RANGES}); infrared inverted with "
-                      f"p={cfg.invert_ir}; loss 0.5 corner1 + corner2 + 0.5 (dense1 + dense2) in input pixels; checkpoint {ckpt['step']} "
+                      f"p={cfg.invert_ir}; loss 0.5 corner1 + corner2 + 0.5 (dense1 + dense2) (input pixels) + 5 (cross-entropy "
+                      f"of both correlation volumes against the true displacement); checkpoint {ckpt['step']} "
                       f"selected by the corner error on one fixed warp of each validation pair."),
         },
         "metrics": metrics or {"synthetic warps of the validation pairs": {
