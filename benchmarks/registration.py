@@ -30,6 +30,7 @@ OpenCV and itk-elastix are the ``[bench]`` extra: ``pip install -e '.[bench]'``.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -260,6 +261,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of every method (default 1)")
     parser.add_argument("--no-reference", action="store_true", help="skip the 'EPE vs own alignment' column")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per pair")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write every pair's numbers as JSON")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -286,6 +288,7 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}\n", file=sys.stderr)
 
     rows = []
+    per_pair: List[dict] = []
     fusion: Dict[str, Dict[str, List[float]]] = {}
     if args.fusion:
         aligned = [fusion_scores(s, s.truth.mapping(), args.fusion) for s in samples]
@@ -313,14 +316,19 @@ def main() -> None:
                 sc = fusion_scores(s, coords, args.fusion)
                 for k in fus:
                     fus[k].append(sc[k])
+            conf = CONFIDENCE.get(method, [None])[-1]
+            per_pair.append({"method": method, "pair": s.name, "epe": epe[-1], "own_epe": cons[-1] if cons else None,
+                             "seconds": dt, "confidence": conf})
             if args.verbose:
                 print(f"{method} {s.name} epe {epe[-1]:.2f}" + (f" own {cons[-1]:.2f}" if cons else "")
-                      + f" {dt:.2f}s", file=sys.stderr, flush=True)
+                      + (f" conf {conf:.2f}" if conf is not None else "") + f" {dt:.2f}s", file=sys.stderr, flush=True)
         if fus["VIF"]:
             fusion[method] = fus
         rows.append((method, epe, cons, times, times640))
         print(f"done {method}: median EPE {statistics.median(epe):.2f}", file=sys.stderr, flush=True)
 
+    if args.json:
+        Path(args.json).write_text(json.dumps(per_pair, indent=1))
     print("| method | EPE median (px) | EPE p95 | share < 2 px | own-alignment EPE median | own p95 | own share < 2 px "
           "| s / pair | s / 640x480 pair | low confidence |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

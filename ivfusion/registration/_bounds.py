@@ -10,13 +10,16 @@ import torch
 
 from ._geometry import apply_homography, dense_flow, pixel_grid, scale_matrix
 
-__all__ = ["SCALE_RANGE", "MAX_FLOW", "transform_problem", "flow_problem"]
+__all__ = ["SCALE_RANGE", "MAX_OFFSET", "MAX_FLOW", "transform_problem", "flow_problem"]
 
 #: Allowed local scale of the infrared in the visible frame, relative to the expected one
 #: (same field of view times ``scale``); also bounds the anisotropy and the perspective.
 SCALE_RANGE = (0.5, 2.0)
 #: Largest displacement of a deformation, as a fraction of the visible image's longer side.
 MAX_FLOW = 0.05
+#: Largest offset of the infrared's centre from where the expected scaling puts it, as a fraction
+#: of the visible image's longer side (the cameras of a rig see mostly the same scene).
+MAX_OFFSET = 0.3
 #: Smallest allowed area ratio (Jacobian determinant) of ``x -> x + u(x)``: no folding.
 MIN_JACOBIAN = 0.25
 
@@ -56,6 +59,13 @@ def transform_problem(matrix: np.ndarray, ir_size: Tuple[int, int], vis_size: Tu
     if sv.min() < lo or sv.max() > hi:
         return (f"degenerate scale: local scale {sv.min():.2f}..{sv.max():.2f} of the expected, outside "
                 f"{lo:g}..{hi:g}")
+    centre = pts[4:5]  # the infrared's centre pixel
+    mapped = apply_homography(torch.from_numpy(matrix), torch.from_numpy(centre)).numpy()[0]
+    expected = np.array([(vis_size[1] - 1) / 2, (vis_size[0] - 1) / 2])
+    limit = MAX_OFFSET * max(vis_size)
+    if np.abs(mapped - expected).max() > limit:
+        return (f"the infrared's centre lands {np.abs(mapped - expected).max():.0f} px from the visible one's, more than "
+                f"{MAX_OFFSET:.0%} of the image")
     return None
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ._geometry import dense_flow, scale_matrix
-from ._similarity import mind_ssc, ngf_eps, orientation_tensor, pyramid_sizes, resize_to
+from ._similarity import mind_ssc, ngf_eps, no_data, orientation_tensor, pyramid_sizes, resize_to
 
 __all__ = ["ClassicalSettings", "Frame", "Level", "build_levels", "global_search", "refine_transform",
            "refine_flow", "similarity", "centred_to_pixels", "pixels_to_centred", "flow_grid_shape"]
@@ -47,9 +47,9 @@ class ClassicalSettings:
     #: ``"ngf"`` (normalised gradient fields) or ``"mind"`` (MIND-SSC descriptors).
     features: str = "ngf"
     #: Longer side of the finest pyramid level, pixels.
-    finest: int = 320
+    finest: int = 480
     #: Pyramid levels (each half the previous).
-    levels: int = 3
+    levels: int = 4
     #: Level (0 = coarsest) of the global search.
     search_level: int = 2
     #: Rotations (degrees) and scales tried by the global search.
@@ -68,18 +68,18 @@ class ClassicalSettings:
     tile: float = 0.2
     #: Levenberg-Marquardt iterations of the parametric refinement per level, for the finest
     #: ``len(iterations)`` levels, coarsest first.
-    iterations: Tuple[int, ...] = (10, 10)
+    iterations: Tuple[int, ...] = (10, 4)
     #: NGF edge threshold, relative to the image's mean gradient magnitude.
     eps_factor: float = 1.0
     #: Gaussian blur of the feature maps, in pixels of each level, coarsest first: widens the capture
     #: range on the coarse levels; the finest level stays sharp (it decides between candidates).
-    blur: Tuple[float, ...] = (1.0, 1.0, 0.0)
+    blur: Tuple[float, ...] = (1.0, 1.0, 1.0, 0.0)
     #: Candidates carried from the search level to the finest level (the best by similarity there).
     finalists: int = 2
     #: Nodes of the deformation grid along the longer side.
     flow_nodes: int = 9
     #: Gauss-Newton iterations of the deformation, for the finest ``len(flow_iterations)`` levels.
-    flow_iterations: Tuple[int, ...] = (5, 5)
+    flow_iterations: Tuple[int, ...] = (5, 2)
     #: Weight of the diffusion penalty on the deformation nodes (relative to the data term).
     smoothness: float = 0.002
 
@@ -116,7 +116,8 @@ class Level:
 
     vis_feat: torch.Tensor  # (1, C, h, w)
     vis_energy: torch.Tensor  # scalar: sum of |vis_feat|^2
-    ir_stack: torch.Tensor  # (1, 3C, h, w): features, d/dx, d/dy
+    ir_stack: torch.Tensor  # (1, 3C + 1, h, w): features, d/dx, d/dy, validity (1 on the scene)
+    vis_valid: torch.Tensor  # (h, w) bool: the visible image shows scene there
     grid: torch.Tensor  # (h, w, 2) centred units
     pixel: float  # one level pixel in centred units
 
@@ -168,11 +169,15 @@ def build_levels(ir: torch.Tensor, vis: torch.Tensor, settings: ClassicalSetting
     levels = []
     sizes = pyramid_sizes(frame.size, settings.finest, settings.levels)
     blurs = list(settings.blur[:len(sizes)]) + [0.0] * (len(sizes) - len(settings.blur))
+    ir_ok, vis_ok = ((~no_data(x[None].float())).float() for x in (ir, vis))
     for size, blur in zip(sizes, blurs):
-        fv = _features(resize_to(vis[None].float(), size), settings, blur)
-        fi = _features(resize_to(ir[None].float(), size), settings, blur)
-        levels.append(Level(fv, (fv * fv).sum().clamp_min(1e-6), _with_gradients(fi), frame.centred(size),
-                            frame.size[1] / size[1] / frame.scale))
+        # the scene's part of each image, less 2 pixels along a fill border (its edge is no scene either)
+        vi_ok = -F.max_pool2d(-F.interpolate(vis_ok, size=size, mode="area"), 5, stride=1, padding=2)
+        ir_ok_l = -F.max_pool2d(-F.interpolate(ir_ok, size=size, mode="area"), 5, stride=1, padding=2)
+        fv = _features(resize_to(vis[None].float(), size), settings, blur) * (vi_ok > 0.999)
+        fi = _features(resize_to(ir[None].float(), size), settings, blur) * (ir_ok_l > 0.999)
+        levels.append(Level(fv, (fv * fv).sum().clamp_min(1e-6), torch.cat([_with_gradients(fi), ir_ok_l], dim=1),
+                            (vi_ok[0, 0] > 0.999), frame.centred(size), frame.size[1] / size[1] / frame.scale))
     return frame, levels
 
 
@@ -189,14 +194,16 @@ def _apply(t: torch.Tensor, p: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor
     return torch.stack([hx, hy], dim=-1), w
 
 
-def _param_jacobian(p: torch.Tensor, h: torch.Tensor, w: torch.Tensor, n: int) -> torch.Tensor:
-    """``(..., 2, n)`` derivative of ``h(p)`` with respect to the first ``n`` (6 or 8) entries of the
-    homography, row by row."""
-    x, y = p[..., 0] / w, p[..., 1] / w
-    one, zero = 1.0 / w, torch.zeros_like(w)
-    rows_x = [x, y, one, zero, zero, zero, -h[..., 0] * x, -h[..., 0] * y][:n]
-    rows_y = [zero, zero, zero, x, y, one, -h[..., 1] * x, -h[..., 1] * y][:n]
-    return torch.stack([torch.stack(rows_x, dim=-1), torch.stack(rows_y, dim=-1)], dim=-2)
+def _param_jacobian(p: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Derivatives of ``h(p)``'s x and y (each ``(N, 8)``, pixels flattened) with respect to the 8
+    free entries of the homography, row by row."""
+    x, y = (p[..., 0] / w).reshape(-1), (p[..., 1] / w).reshape(-1)
+    one = (1.0 / w).reshape(-1)
+    zero = torch.zeros_like(one)
+    hx, hy = h[..., 0].reshape(-1), h[..., 1].reshape(-1)
+    jx = torch.stack([x, y, one, zero, zero, zero, -hx * x, -hx * y], dim=1)
+    jy = torch.stack([zero, zero, zero, x, y, one, -hy * x, -hy * y], dim=1)
+    return jx, jy
 
 
 def _point_jacobian(t: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -216,8 +223,9 @@ def _sample(level: Level, frame: Frame, t: torch.Tensor, flow: Optional[torch.Te
     g = h * norm
     stack = F.grid_sample(level.ir_stack, g[None], mode="bilinear", padding_mode="border", align_corners=False)
     lim = 1.0 - 2.0 * level.pixel * norm  # two pixels inside the edge
-    mask = (g.abs() <= lim).all(dim=-1)
-    return p, h, w, stack[0].permute(1, 2, 0), mask
+    stack = stack[0].permute(1, 2, 0)
+    mask = (g.abs() <= lim).all(dim=-1) & (stack[..., -1] > 0.999) & level.vis_valid
+    return p, h, w, stack[..., :-1], mask
 
 
 def _target(level: Level, stack: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, float]:
@@ -384,19 +392,22 @@ def robust_fit(p: torch.Tensor, q: torch.Tensor, quality: torch.Tensor, tol: flo
     """RANSAC over every pair of usable tiles: similarity hypotheses scored by the summed quality of
     the tiles they explain within ``tol`` (centred units), refitted as affine transforms on their
     inliers. Returns the distinct hypotheses ``[(support, (3, 3))]``, best first."""
-    use = torch.nonzero(quality >= min_quality).flatten().tolist()
+    use = torch.nonzero(quality >= min_quality).flatten()
     if len(use) < 2:
         return []
-    hyps = []
-    for i in range(len(use)):
-        for j in range(i + 1, len(use)):
-            a, b = use[i], use[j]
-            t = _fit(p[[a, b]], q[[a, b]], torch.ones(2), "similarity")
-            if t is None:
-                continue
-            err = (_apply(t, p)[0] - q).norm(dim=1)
-            inl = (err < tol) & (quality >= min_quality)
-            hyps.append((float(quality[inl].sum()), inl))
+    # every pair's similarity transform at once, in complex form: q = a p + b
+    zp = torch.complex(p[:, 0].double(), p[:, 1].double())
+    zq = torch.complex(q[:, 0].double(), q[:, 1].double())
+    i, j = torch.triu_indices(len(use), len(use), offset=1)
+    i, j = use[i], use[j]
+    dz = zp[i] - zp[j]
+    keep = dz.abs() > 1e-9
+    a = (zq[i] - zq[j])[keep] / dz[keep]
+    b = zq[i][keep] - a * zp[i][keep]
+    err = (a[:, None] * zp[None] + b[:, None] - zq[None]).abs()  # (pairs, tiles)
+    inl_all = (err < tol) & (quality >= min_quality)[None]
+    support = (inl_all.float() * quality[None]).sum(dim=1)
+    hyps = [(float(sup), inl) for sup, inl in zip(support, inl_all)]
     hyps.sort(key=lambda h: -h[0])
     out: List[Tuple[float, torch.Tensor]] = []
     seen: List[torch.Tensor] = []
@@ -447,8 +458,10 @@ def refine_transform(levels: Sequence[Level], frame: Frame, transform: torch.Ten
         r, grad, e = _target(level, stack, mask)
         norm = frame.to_normalised()
         for _ in range(its):
-            jac = (_param_jacobian(p, h, w, 8) * norm[:, None]) @ basis[:8]  # (h, w, 2, k) grid units
-            jx, jy = jac[..., 0, :].reshape(-1, jac.shape[-1]), jac[..., 1, :].reshape(-1, jac.shape[-1])
+            jx, jy = _param_jacobian(p, h, w)  # (N, 8) each, centred units
+            jx, jy = jx * norm[0], jy * norm[1]  # grid units
+            if basis.shape[1] != 8:
+                jx, jy = jx @ basis[:8], jy @ basis[:8]
             # J^T J and J^T r through the per-pixel 2x2 structure of the feature gradients
             gx, gy = grad[..., 0].reshape(-1, grad.shape[-2]), grad[..., 1].reshape(-1, grad.shape[-2])
             rr = r.reshape(-1, r.shape[-1])
@@ -608,13 +621,17 @@ def estimate(ir: torch.Tensor, vis: torch.Tensor, model: str, settings: Classica
     linear = "affine" if model == "affine" else "homography"
     first = max(0, len(levels) - len(settings.iterations))
     its = settings.iterations[-(len(levels) - first):]
-    best = None
-    for t in starts:  # every start on the coarser refinement levels, the best one on the finest
+    scored = []
+    for t in starts:  # every start on the coarser refinement levels, the best few on the finest
         t = refine_transform(levels[first:-1], frame, t, linear, its[:-1])
-        s = similarity(levels[-2], frame, t) if len(levels) - first > 1 else 0.0
+        scored.append((similarity(levels[-2], frame, t) if len(levels) - first > 1 else 0.0, t))
+    scored.sort(key=lambda st: -st[0])
+    best = None
+    for _, t in scored[:max(1, settings.finalists)]:
+        t = refine_transform(levels[-1:], frame, t, linear, its[-1:])
+        s = similarity(levels[-1], frame, t)
         if best is None or s > best[0]:
             best = (s, t)
-    best = (0.0, refine_transform(levels[-1:], frame, best[1], linear, its[-1:]))
     t = best[1]
     flow = None
     if model == "deformable":
@@ -623,20 +640,21 @@ def estimate(ir: torch.Tensor, vis: torch.Tensor, model: str, settings: Classica
 
 
 def peak_sharpness(level: Level, frame: Frame, t: torch.Tensor, flow: Optional[torch.Tensor] = None,
-                   shift: float = 4.0) -> Tuple[float, float]:
-    """``(rho, sharpness)`` on ``level``: the normalised feature correlation of the estimate and how
-    much of it is lost when the estimate is shifted by ``shift`` level pixels in 8 directions
-    (``1 - mean(rho_shifted) / rho``). A real match is a sharp peak; two unrelated or flat images
-    score about the same everywhere."""
+                   near: float = 4.0, far: float = 0.1) -> Tuple[float, float, float]:
+    """``(rho, near, far)`` on ``level``: the normalised feature correlation of the estimate, and how
+    much of it is lost when the estimate is shifted in 8 directions by ``near`` level pixels and by
+    ``far`` of the frame (``1 - mean(rho_shifted) / rho`` each). A real match is a sharp peak well
+    above every other alignment; two unrelated or flat images score about the same everywhere."""
     def rho(tr: torch.Tensor) -> float:
         _, _, _, stack, mask = _sample(level, frame, tr, flow)
         return _target(level, stack, mask)[2]
 
     r0 = rho(t)
     if not (r0 > 1e-6):
-        return 0.0, 0.0
-    d = shift * level.pixel
-    others = []
-    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
-        others.append(rho(t @ _translation(torch.tensor([dx * d, dy * d]))))
-    return r0, max(0.0, 1.0 - float(np.mean(others)) / r0)
+        return 0.0, 0.0, 0.0
+    out = [r0]
+    for d in (near * level.pixel, far * 2.0):
+        others = [rho(t @ _translation(torch.tensor([dx * d, dy * d])))
+                  for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))]
+        out.append(max(0.0, 1.0 - float(np.mean(others)) / r0))
+    return tuple(out)  # type: ignore[return-value]

@@ -17,7 +17,7 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["resize_to", "pyramid_sizes", "gradients", "orientation_tensor", "ngf_eps", "mind_ssc"]
+__all__ = ["resize_to", "pyramid_sizes", "gradients", "orientation_tensor", "ngf_eps", "mind_ssc", "no_data"]
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -96,3 +96,24 @@ def mind_ssc(x: torch.Tensor, radius: int = 1, dilation: int = 2) -> torch.Tenso
     scale = var.mean(dim=(-2, -1), keepdim=True)
     var = var.clamp(min=0.001 * scale + 1e-8, max=1000 * scale + 1e-8)
     return torch.exp(-dist / var)
+
+
+def no_data(x: torch.Tensor, level: float = 1.0 / 255, side: int = 160) -> torch.Tensor:
+    """``(1, 1, H, W)`` bool: the black fill an earlier warp left around an image (pixels at most
+    ``level`` connected to the image border), found by a flood fill at about ``side`` pixels.
+
+    Such borders are edges of no scene: thermal frames already warped by a dataset's own
+    registration carry them (MSRS). Dark pixels inside the image are scene and are kept."""
+    h, w = x.shape[-2:]
+    f = min(1.0, side / max(h, w))
+    small = (max(2, round(h * f)), max(2, round(w * f)))
+    dark = (F.interpolate(x.float(), size=small, mode="area") <= level).float()
+    seed = torch.zeros_like(dark)
+    seed[..., 0, :], seed[..., -1, :], seed[..., :, 0], seed[..., :, -1] = 1, 1, 1, 1
+    region = seed * dark
+    for step in range(4 * max(small)):
+        grown = F.max_pool2d(region, 3, stride=1, padding=1) * dark
+        if step % 8 == 7 and torch.equal(grown, region):
+            break
+        region = grown
+    return F.interpolate(region, size=(h, w), mode="nearest") > 0.5
