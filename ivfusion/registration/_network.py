@@ -1,4 +1,4 @@
-"""The learned estimator: a small two-stage homography network (:class:`RegNet`) and loading its
+"""The learned estimator: a small two-stage matching network (:class:`RegNet`) and loading its
 weight through the manifest.
 
 Both lumas are resized to ``INPUT_SIZE`` (the infrared nominally over the visible frame's field of
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from ..pretrained import check_state_dict, get_manifest, load_state_dict_file, resolve_weight
 from ._similarity import ngf_eps, orientation_tensor
 
-__all__ = ["RegNet", "INPUT_SIZE", "NETWORK", "fit_homography", "apply_h", "CORNERS",
-           "load_regnet", "default_regnet_weight"]
+__all__ = ["RegNet", "INPUT_SIZE", "NETWORK", "fit_homography", "robust_homography", "apply_h", "CORNERS",
+           "global_correlation", "local_correlation", "load_regnet", "default_regnet_weight"]
 
 #: ``(H, W)`` the network sees.
 INPUT_SIZE = (128, 160)
@@ -46,29 +46,22 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class _Encoder(nn.Module):
-    """Features at 1/4 (32 channels) and 1/8 (48 channels) of the input, each standardised per image
-    and channel (instance normalisation: what distinguishes places, not the modality's offset)."""
+    """Features at 1/4 (48 channels) and 1/8 (64 channels) of the input, each standardised per image
+    and channel (instance normalisation: what distinguishes places, not the modality's offset). The
+    1/4 features also see the upsampled 1/8 ones (context for the fine matching)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.s2 = nn.Sequential(_conv(3, 16, 2), _conv(16, 16))
         self.s4 = nn.Sequential(_conv(16, 32, 2), _conv(32, 32))
-        self.s8 = nn.Sequential(_conv(32, 48, 2), nn.Conv2d(48, 48, 3, 1, 1))
+        self.s8 = nn.Sequential(_conv(32, 64, 2), _conv(64, 64), nn.Conv2d(64, 64, 3, 1, 1))
+        self.fine = nn.Sequential(_conv(32 + 64, 48), nn.Conv2d(48, 48, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         f4 = self.s4(self.s2(x))
-        return F.instance_norm(f4), F.instance_norm(self.s8(f4))
-
-
-def _correlation(a: torch.Tensor, b: torch.Tensor, radius: int) -> torch.Tensor:
-    """Cosine correlation of ``a`` with ``b`` shifted by every offset within ``radius``:
-    ``(B, (2r+1)^2, h, w)``."""
-    a = F.normalize(a, dim=1)
-    b = F.normalize(b, dim=1)
-    h, w = a.shape[-2:]
-    pad = F.pad(b, (radius,) * 4)
-    out = [(a * pad[..., dy:dy + h, dx:dx + w]).sum(dim=1) for dy in range(2 * radius + 1) for dx in range(2 * radius + 1)]
-    return torch.stack(out, dim=1)
+        f8 = self.s8(f4)
+        up = F.interpolate(f8, size=f4.shape[-2:], mode="bilinear", align_corners=False)
+        return F.instance_norm(self.fine(torch.cat([f4, up], dim=1))), F.instance_norm(f8)
 
 
 def _inputs(x: torch.Tensor) -> torch.Tensor:
@@ -86,8 +79,51 @@ def _cell_centres(size: Tuple[int, int], like: torch.Tensor) -> torch.Tensor:
     return torch.stack([gx, gy], dim=-1).reshape(-1, 2)
 
 
+def global_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every cell of ``a`` with every cell of ``b`` (both ``(B, C, h, w)``):
+    ``(B, h w, h w)``, rows ``a``'s cells."""
+    a = F.normalize(a.flatten(2), dim=1)
+    b = F.normalize(b.flatten(2), dim=1)
+    return torch.einsum("bcn,bcm->bnm", a, b)
+
+
+def local_correlation(a: torch.Tensor, b: torch.Tensor, radius: int) -> torch.Tensor:
+    """Cosine correlation of ``a`` with ``b`` shifted by every offset within ``radius``:
+    ``(B, (2r+1)^2, h, w)``, offsets row-major (``dy`` outer)."""
+    a = F.normalize(a, dim=1)
+    b = F.normalize(b, dim=1)
+    h, w = a.shape[-2:]
+    pad = F.pad(b, (radius,) * 4)
+    out = [(a * pad[..., dy:dy + h, dx:dx + w]).sum(dim=1) for dy in range(2 * radius + 1) for dx in range(2 * radius + 1)]
+    return torch.stack(out, dim=1)
+
+
+def _global_match(logits: torch.Tensor, size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Matches of global correlation logits ``(B, n, n)`` on a ``size`` grid: each row's best cell,
+    refined by the soft-argmax over its 3x3 neighbourhood, as normalised positions ``(B, n, 2)``, and
+    a weight ``(B, n)``: the dual-softmax probability of the best cell (high only for a distinct,
+    mutual match; flat or repetitive regions get little say)."""
+    b, n, _ = logits.shape
+    hh, ww = size
+    dual = torch.softmax(logits, dim=2) * torch.softmax(logits, dim=1)
+    best = logits.argmax(dim=2)  # (B, n)
+    by, bx = best // ww, best % ww
+    r = torch.arange(-1, 2, device=logits.device)
+    ny = (by[..., None, None] + r[:, None]).expand(b, n, 3, 3).reshape(b, n, 9)
+    nx = (bx[..., None, None] + r[None, :]).expand(b, n, 3, 3).reshape(b, n, 9)
+    inside = (ny >= 0) & (ny < hh) & (nx >= 0) & (nx < ww)
+    idx = (ny.clamp(0, hh - 1) * ww + nx.clamp(0, ww - 1))
+    local = torch.gather(logits, 2, idx).masked_fill(~inside, float("-inf"))
+    prob = torch.softmax(local, dim=2)
+    centre_x = (nx.to(logits.dtype) * 2 + 1) / ww - 1
+    centre_y = (ny.to(logits.dtype) * 2 + 1) / hh - 1
+    pos = torch.stack([(prob * centre_x).sum(2), (prob * centre_y).sum(2)], dim=-1)
+    weight = torch.gather(dual, 2, best[..., None])[..., 0]
+    return pos, weight
+
+
 def _soft_argmax(logits: torch.Tensor, radius: int, size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Expected displacement ``(B, h w, 2)`` (normalised units) under the softmax of correlation
+    """Expected displacement ``(B, h w, 2)`` (normalised units) under the softmax of local correlation
     logits ``(B, (2r+1)^2, h, w)``, and each cell's peakedness ``sum p^2`` ``(B, h w)`` as its weight."""
     b = logits.shape[0]
     prob = torch.softmax(logits, dim=1).flatten(2)  # (B, K, hw)
@@ -119,8 +155,16 @@ def fit_homography(p: torch.Tensor, q: torch.Tensor, weight: torch.Tensor, reg: 
     return torch.cat([h, torch.ones_like(h[:, :1])], dim=1).reshape(b, 3, 3)
 
 
-def inverse_h(h: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.inv(h)
+def robust_homography(p: torch.Tensor, q: torch.Tensor, weight: torch.Tensor, scale: float,
+                      iterations: int = 3) -> torch.Tensor:
+    """:func:`fit_homography` reweighted ``iterations`` times by the Cauchy weight
+    ``1 / (1 + (r / scale)^2)`` of each match's residual ``r`` (normalised units): wrong matches
+    lose their say instead of pulling the fit; differentiable."""
+    h = fit_homography(p, q, weight)
+    for _ in range(iterations):
+        r2 = ((apply_h(h, p) - q) ** 2).sum(dim=-1)
+        h = fit_homography(p, q, weight / (1.0 + r2 / scale ** 2))
+    return h
 
 
 def apply_h(h: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -132,43 +176,44 @@ def apply_h(h: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 class RegNet(nn.Module):
-    """Two-stage homography network from a visible/infrared luma pair.
+    """Two-stage homography network from an infrared/visible luma pair.
 
-    The NGF orientation tensors of both images go through one shared small CNN; its features are
-    matched by a cosine correlation volume;
-    the soft-argmax of every cell gives a displacement and its peakedness a weight, and a weighted
-    least-squares DLT fits the homography (stage 1 at 1/8 scale, radius 4 cells; stage 2 at 1/4
-    scale, radius 3, on the infrared features warped by stage 1). The geometry is solved, not
-    regressed: the network only has to learn features that match across modalities.
+    The NGF orientation tensors of both images go through one shared small CNN. Stage 1 matches
+    every 1/8-scale visible cell against *every* infrared cell (global cosine correlation: no
+    search-radius limit), takes the best cell refined by a local soft-argmax, weighs it by its
+    dual-softmax probability and fits a homography by iteratively reweighted least squares. Stage
+    2 warps the 1/4-scale infrared features by it, correlates within 3 cells, and fits the same way.
+    The geometry is solved, not regressed: the network only learns features that match across
+    modalities (trained by the cross-entropy of both correlations against the true matches).
 
     ``forward(ir, vis)`` takes ``(B, 1, H, W)`` lumas in [0, 1] resized to :data:`INPUT_SIZE` and
     returns a dict: ``"h1"``, ``"h2"`` ``(B, 3, 3)`` homographies (visible -> infrared normalised
     coordinates), ``"q1"`` ``(B, h8 w8, 2)``, ``"q2"`` ``(B, h4 w4, 2)`` the matched infrared
-    positions of the cell centres and ``"logits1"``, ``"logits2"`` the correlation volumes (for the
-    training losses).
+    positions of the cell centres, ``"w1"``, ``"w2"`` their weights, and ``"logits1"``
+    ``(B, h8 w8, h8 w8)``, ``"logits2"`` ``(B, 49, h4, w4)`` the correlations (training losses).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.enc = _Encoder()  # shared: its input (NGF) is already modality-independent
-        self.radius8, self.radius4 = 4, 3
-        self.temperature = nn.Parameter(torch.tensor([20.0, 20.0]))
+        self.radius4 = 3
+        self.log_temperature = nn.Parameter(torch.log(torch.tensor([10.0, 10.0])))
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> Dict[str, torch.Tensor]:
         v4, v8 = self.enc(_inputs(vis))
         i4, i8 = self.enc(_inputs(ir))
         s8, s4 = tuple(v8.shape[-2:]), tuple(v4.shape[-2:])
         p8, p4 = _cell_centres(s8, v8), _cell_centres(s4, v4)
-        logits1 = _correlation(v8, i8, self.radius8) * self.temperature[0]
-        d1, w1 = _soft_argmax(logits1, self.radius8, s8)
-        q1 = p8 + d1
-        h1 = fit_homography(p8, q1, w1)
+        temp = self.log_temperature.exp()
+        logits1 = global_correlation(v8, i8) * temp[0]
+        q1, w1 = _global_match(logits1, s8)
+        h1 = robust_homography(p8, q1, w1, scale=2.0 / s8[1])
         i4w = F.grid_sample(i4, _warp_grid(h1, s4), mode="bilinear", padding_mode="zeros", align_corners=False)
-        logits2 = _correlation(v4, i4w, self.radius4) * self.temperature[1]
+        logits2 = local_correlation(v4, i4w, self.radius4) * temp[1]
         d2, w2 = _soft_argmax(logits2, self.radius4, s4)
         q2 = apply_h(h1, p4 + d2)
-        h2 = fit_homography(p4, q2, w2)
-        return {"h1": h1, "h2": h2, "q1": q1, "q2": q2, "logits1": logits1, "logits2": logits2}
+        h2 = robust_homography(p4, q2, w2, scale=2.0 / s4[1])
+        return {"h1": h1, "h2": h2, "q1": q1, "q2": q2, "w1": w1, "w2": w2, "logits1": logits1, "logits2": logits2}
 
 
 def default_regnet_weight() -> Optional[str]:

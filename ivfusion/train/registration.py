@@ -29,7 +29,15 @@ import torch.nn.functional as F
 
 from ..io import write_atomic
 from ..pretrained import DEFAULT_REPO_ID, WeightInfo, sha256_file
-from ..registration._network import CORNERS, INPUT_SIZE, NETWORK, RegNet, apply_h, state_dict_for_export
+from ..registration._network import (
+    CORNERS,
+    INPUT_SIZE,
+    NETWORK,
+    RegNet,
+    _cell_centres,
+    apply_h,
+    state_dict_for_export,
+)
 from ..registration.synthetic import WarpRanges, random_registration, render_infrared
 from ._manifest import DATA_TERMS
 from ._runtime import hardware_description
@@ -37,7 +45,7 @@ from .data import PairFiles, data_folder_name, find_pairs, load_luma
 from .splits import exclude_split, load_split, split_pairs
 
 __all__ = ["RegTrainConfig", "RegTrainResult", "train_registration", "synthetic_sample", "normalised_truth", "loss_terms",
-           "export_regnet", "TRAIN_RANGES"]
+           "total_loss", "export_regnet", "TRAIN_RANGES"]
 
 #: Warp ranges of the training samples, in pixels of the network's 160-pixel-wide input: wider than
 #: the benchmark's (+-30 px on ~500 px images is +-10 px here) so that the network has margin.
@@ -167,42 +175,69 @@ def _dense_px(q: torch.Tensor, dense: torch.Tensor, size: Tuple[int, int]) -> to
     return ((q - target) * _PX).norm(dim=-1).mean(dim=-1)
 
 
-def _match_ce(logits: torch.Tensor, target: torch.Tensor, radius: int) -> torch.Tensor:
-    """Cross-entropy of correlation logits ``(B, K, h, w)`` against the true displacement
-    ``(B, hw, 2)`` in cells, split bilinearly over the 4 nearest offsets; cells whose true
-    displacement lies outside the volume do not count."""
-    b, k, h, w = logits.shape
-    side = 2 * radius + 1
-    t = target + radius  # offset index coordinates
+def _bilinear_target(t: torch.Tensor, size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cell index coordinates ``t`` ``(B, n, 2)`` (x, y) on a ``size`` grid -> the flat indices
+    ``(B, n, 4)`` of the 4 surrounding cells, their bilinear weights ``(B, n, 4)`` and whether all 4
+    lie on the grid ``(B, n)``."""
+    hh, ww = size
     x0, y0 = t[..., 0].floor(), t[..., 1].floor()
     fx, fy = t[..., 0] - x0, t[..., 1] - y0
-    probs = torch.zeros(b, h * w, k)
-    valid = (x0 >= 0) & (y0 >= 0) & (x0 + 1 <= side - 1) & (y0 + 1 <= side - 1)
-    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        idx = ((y0 + dy).clamp(0, side - 1) * side + (x0 + dx).clamp(0, side - 1)).long()
-        probs.scatter_add_(2, idx[..., None], wgt[..., None])
-    logp = torch.log_softmax(logits.flatten(2), dim=1).transpose(1, 2)  # (B, hw, K)
-    ce = -(probs * logp).sum(dim=-1)
+    valid = (x0 >= 0) & (y0 >= 0) & (x0 + 1 <= ww - 1) & (y0 + 1 <= hh - 1)
+    idx, wgt = [], []
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        idx.append(((y0 + dy).clamp(0, hh - 1) * ww + (x0 + dx).clamp(0, ww - 1)).long())
+        wgt.append(w)
+    return torch.stack(idx, dim=-1), torch.stack(wgt, dim=-1), valid
+
+
+def _cross_entropy(logp: torch.Tensor, idx: torch.Tensor, wgt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over valid rows of ``-sum target log p``: ``logp`` ``(B, n, K)``, the target spread over
+    ``idx`` with ``wgt`` (``(B, n, 4)``)."""
+    ce = -(torch.gather(logp, 2, idx) * wgt).sum(dim=-1)
     return (ce * valid).sum() / valid.sum().clamp_min(1)
 
 
+def _global_ce(logits: torch.Tensor, target: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Cross-entropy of global correlation rows ``(B, n, n)`` against the true infrared positions
+    ``(B, n, 2)`` (normalised) of each visible cell; cells that leave the infrared do not count."""
+    t = (target + 1) / 2 * torch.tensor([size[1], size[0]], dtype=target.dtype) - 0.5
+    idx, wgt, valid = _bilinear_target(t, size)
+    return _cross_entropy(torch.log_softmax(logits, dim=2), idx, wgt, valid)
+
+
+def _local_ce(logits: torch.Tensor, target: torch.Tensor, radius: int) -> torch.Tensor:
+    """Cross-entropy of local correlation logits ``(B, K, h, w)`` against the true displacement
+    ``(B, hw, 2)`` in cells; cells whose true displacement lies outside the window do not count."""
+    side = 2 * radius + 1
+    idx, wgt, valid = _bilinear_target(target + radius, (side, side))
+    return _cross_entropy(torch.log_softmax(logits.flatten(2), dim=1).transpose(1, 2), idx, wgt, valid)
+
+
 def loss_terms(out: Dict[str, torch.Tensor], h_true: torch.Tensor, dense: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """The training loss terms (batch means): corner errors of both stages and the dense errors of
-    their matches (input pixels), and the cross-entropy of both correlation volumes against the
-    true displacement (the matching signal that makes the features learn)."""
+    """The training loss terms (batch means): corner errors of both stages' homographies and the
+    mean errors of their matches (input pixels), the cross-entropy of both correlations against the
+    true matches (the signal that makes the features learn), and the share of stage-1 matches within
+    one cell of the truth."""
     s8 = (INPUT_SIZE[0] // 8, INPUT_SIZE[1] // 8)
     s4 = (INPUT_SIZE[0] // 4, INPUT_SIZE[1] // 4)
-    from ..registration._network import _cell_centres
-    p8, p4 = _cell_centres(s8, dense), _cell_centres(s4, dense)
+    p4 = _cell_centres(s4, dense)
     q8 = F.adaptive_avg_pool2d(dense, s8).flatten(2).transpose(1, 2)
     q4 = F.adaptive_avg_pool2d(dense, s4).flatten(2).transpose(1, 2)
-    cell8 = torch.tensor([2 / s8[1], 2 / s8[0]])
     cell4 = torch.tensor([2 / s4[1], 2 / s4[0]])
     back = apply_h(torch.linalg.inv(out["h1"].detach()), q4)  # true match in the stage-1-warped frame
+    hit = ((out["q1"] - q8).detach() / torch.tensor([2 / s8[1], 2 / s8[0]])).norm(dim=-1) < 1.0
     return {"corner1": _corner_px(out["h1"], h_true).mean(), "corner2": _corner_px(out["h2"], h_true).mean(),
             "dense1": _dense_px(out["q1"], dense, s8).mean(), "dense2": _dense_px(out["q2"], dense, s4).mean(),
-            "match1": _match_ce(out["logits1"], (q8 - p8) / cell8, 4),
-            "match2": _match_ce(out["logits2"], (back - p4) / cell4, 3)}
+            "match1": _global_ce(out["logits1"], q8, s8),
+            "match2": _local_ce(out["logits2"], (back - p4) / cell4, 3),
+            "hit1": hit.float().mean()}
+
+
+def total_loss(terms: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The training objective: both matching cross-entropies (the features' signal), plus a small
+    weight on the corner and match errors in input pixels (what the fits make of the matches)."""
+    return (terms["match1"] + terms["match2"]
+            + 0.05 * (0.5 * terms["corner1"] + terms["corner2"] + 0.5 * terms["dense2"]))
 
 
 @torch.no_grad()
@@ -247,25 +282,25 @@ def train_registration(cfg: RegTrainConfig, progress: bool = False) -> RegTrainR
     best = (float("inf"), 0)
     log_path = out / "log.jsonl"
     t0 = time.time()
-    running = []
+    running: Dict[str, List[float]] = {}
     with open(log_path, "a", encoding="utf-8") as log:
         for step in range(cfg.steps):
             ir, vis, h_true, dense = _batch(pairs, cfg, step)
             pred = net(ir, vis)
             terms = loss_terms(pred, h_true, dense)
-            loss = (0.5 * terms["corner1"] + terms["corner2"] + 0.5 * terms["dense1"] + 0.5 * terms["dense2"]
-                    + 5.0 * (terms["match1"] + terms["match2"]))
+            loss = total_loss(terms)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
             sched.step()
-            running.append(float(terms["corner2"].detach()))
+            for k, v in terms.items():
+                running.setdefault(k, []).append(float(v.detach()))
             last = step + 1 == cfg.steps
             if (step + 1) % cfg.log_every == 0 or last:
-                rec = {"step": step + 1, "train_corner_px": float(np.mean(running)), "lr": sched.get_last_lr()[0],
-                       "seconds": round(time.time() - t0, 1)}
-                running = []
+                rec = {"step": step + 1, **{f"train_{k}": round(float(np.mean(v)), 4) for k, v in running.items()},
+                       "lr": sched.get_last_lr()[0], "seconds": round(time.time() - t0, 1)}
+                running = {}
                 if (step + 1) % cfg.val_every == 0 or last:
                     rec["val_corner_px"] = _validate(net, val)
                     if rec["val_corner_px"] < best[0]:
