@@ -192,12 +192,15 @@ def _ivfusion(model: str, estimator: str, **settings) -> Callable:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RegistrationWarning)  # low confidence is counted, not printed
             reg = register(moving, vis, model, estimator=estimator,
-                           settings=ClassicalSettings(**settings) if settings else None)
+                           settings=ClassicalSettings(**settings) if settings else None,
+                           weights=REGNET_WEIGHTS if estimator != "classical" else None)
         CONFIDENCE.setdefault(run.name, []).append(reg.confidence)
         return reg.mapping()
     return run
 
 
+#: RegNet weight of the learned estimators (``--regnet``; default: the manifest's).
+REGNET_WEIGHTS: Optional[str] = None
 #: Confidence of every ivfusion estimate, by method (the low-confidence share goes in the table).
 CONFIDENCE: Dict[str, List[float]] = {}
 
@@ -238,6 +241,8 @@ def fusion_scores(s: Sample, coords: torch.Tensor, method: str) -> Dict[str, flo
     fused = ivfusion.fuse(ir_w, vis, method)
     fused = np.where(inside, fused, vis)  # outside the footprint the fused image is the visible one
     scores = evaluate(fused, s.ir[0].numpy(), vis, ["VIF", "Qabf"])
+    # the usual reading of Qabf: edges carried over from the images that were fused (blind to ghosts)
+    scores["Qabf_inputs"] = evaluate(fused, ir_w, vis, ["Qabf"])["Qabf"]
     return scores
 
 
@@ -260,10 +265,14 @@ def main() -> None:
                              "ivfusion's default); 'aligned' is always added")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of every method (default 1)")
     parser.add_argument("--no-reference", action="store_true", help="skip the 'EPE vs own alignment' column")
+    parser.add_argument("--regnet", default=None, metavar="WEIGHT",
+                        help="RegNet weight of the learned methods (manifest name or .safetensors; default: the manifest's)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per pair")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write every pair's numbers as JSON")
     args = parser.parse_args()
 
+    global REGNET_WEIGHTS
+    REGNET_WEIGHTS = args.regnet
     torch.set_num_threads(args.threads)
     try:
         import cv2
@@ -292,14 +301,14 @@ def main() -> None:
     fusion: Dict[str, Dict[str, List[float]]] = {}
     if args.fusion:
         aligned = [fusion_scores(s, s.truth.mapping(), args.fusion) for s in samples]
-        fusion["perfectly registered"] = {k: [a[k] for a in aligned] for k in ("VIF", "Qabf")}
+        fusion["perfectly registered"] = {k: [a[k] for a in aligned] for k in ("VIF", "Qabf", "Qabf_inputs")}
     for method in methods:
         fn = METHODS[method]
         refs = {}
         if not args.no_reference:
             for name, (ir, vis) in natives.items():
                 refs[name] = fn(ir, vis)
-        epe, cons, times, times640, fus = [], [], [], [], {"VIF": [], "Qabf": []}
+        epe, cons, times, times640, fus = [], [], [], [], {"VIF": [], "Qabf": [], "Qabf_inputs": []}
         for s in samples:
             t0 = time.perf_counter()
             coords = fn(s.moving, s.vis)
@@ -312,13 +321,14 @@ def main() -> None:
             if refs:
                 e2, m2 = end_point_error(coords, s.truth, reference=refs[s.name.split("#")[0]])
                 cons.append(float(e2[m2].mean()))
+            sc = None
             if args.fusion and method in fusion_methods:
                 sc = fusion_scores(s, coords, args.fusion)
                 for k in fus:
                     fus[k].append(sc[k])
             conf = CONFIDENCE.get(method, [None])[-1]
             per_pair.append({"method": method, "pair": s.name, "epe": epe[-1], "own_epe": cons[-1] if cons else None,
-                             "seconds": dt, "confidence": conf})
+                             "seconds": dt, "confidence": conf, "fusion": sc})
             if args.verbose:
                 print(f"{method} {s.name} epe {epe[-1]:.2f}" + (f" own {cons[-1]:.2f}" if cons else "")
                       + (f" conf {conf:.2f}" if conf is not None else "") + f" {dt:.2f}s", file=sys.stderr, flush=True)
@@ -344,11 +354,13 @@ def main() -> None:
         ref = fusion["perfectly registered"]
         print(f"\nFusion with {args.fusion}, scored against the aligned infrared and the visible image (mean over "
               f"{len(samples)} pairs):\n")
-        print("| registration | VIF | Qabf | Qabf / perfectly registered |")
-        print("|---|---:|---:|---:|")
+        print("| registration | VIF | Qabf | Qabf / perfectly registered | Qabf vs the fused inputs | ratio |")
+        print("|---|---:|---:|---:|---:|---:|")
         for name, sc in fusion.items():
             ratio = np.mean(sc["Qabf"]) / np.mean(ref["Qabf"])
-            print(f"| {name} | {np.mean(sc['VIF']):.4f} | {np.mean(sc['Qabf']):.4f} | {ratio:.3f} |")
+            ratio_in = np.mean(sc["Qabf_inputs"]) / np.mean(ref["Qabf_inputs"])
+            print(f"| {name} | {np.mean(sc['VIF']):.4f} | {np.mean(sc['Qabf']):.4f} | {ratio:.3f} | "
+                  f"{np.mean(sc['Qabf_inputs']):.4f} | {ratio_in:.3f} |")
 
 
 if __name__ == "__main__":
