@@ -9,8 +9,10 @@ be warped into the visible frame before the pair can be fused pixel by pixel.
 >>> fused = ivfusion.fuse("ir.png", "vis.png", align="rig.json")             # doctest: +SKIP
 
 Layout: ``_geometry`` (pixel grids, homographies, the deformation field, resampling),
-``_similarity`` (NGF orientation tensors, MIND-SSC, pyramids), ``_classical`` (global search and
-Gauss-Newton refinement), ``_network`` (the learned RegNet), ``_bounds`` (plausibility checks),
+``_similarity`` (NGF orientation tensors, MIND-SSC, pyramids), ``_levels`` (the classical
+estimator's settings, frame units, feature pyramid and resampling), ``_classical`` (global search,
+Gauss-Newton refinement, confidence statistics), ``_network`` (the learned RegNet), ``_bounds``
+(plausibility checks),
 ``_result`` (:class:`Registration` and its JSON file), ``_api`` (:func:`register`,
 :func:`register_pairs`), ``synthetic`` (random rig-like warps with their truth, for benchmarks,
 training and tests).

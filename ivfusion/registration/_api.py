@@ -21,7 +21,6 @@ from ._classical import (
     centred_to_pixels,
     estimate,
     peak_sharpness,
-    pixels_to_centred,
 )
 from ._network import INPUT_SIZE, load_regnet
 from ._result import MODELS, Registration
