@@ -85,15 +85,23 @@ def validation_pairs():
     return pairs
 
 
-def build_samples(warps: int, limit: Optional[int] = None) -> Tuple[List[Sample], Dict[str, Tuple[torch.Tensor, torch.Tensor]]]:
-    """The fixed set, and the unwarped pairs by name (for the 'own alignment' reference)."""
+def _to_size(x: torch.Tensor, size: Optional[Tuple[int, int]]) -> torch.Tensor:
+    if size is None:
+        return _shrink(x)
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+
+
+def build_samples(warps: int, limit: Optional[int] = None, size: Optional[Tuple[int, int]] = None
+                  ) -> Tuple[List[Sample], Dict[str, Tuple[torch.Tensor, torch.Tensor]]]:
+    """The fixed set, and the unwarped pairs by name (for the 'own alignment' reference); ``size``
+    ``(H, W)``: every pair resized to it (timing at a fixed size) instead of shrunk to 640 px."""
     samples, natives = [], {}
     pairs = validation_pairs()
     if limit:
         pairs = pairs[:: max(1, len(pairs) // limit)][:limit]
     for k, (name, p) in enumerate(pairs):
-        ir = _shrink(torch.from_numpy(load_luma(p.ir)).float()[None] / 255.0)
-        vis = _shrink(torch.from_numpy(load_luma(p.vis)).float()[None] / 255.0)
+        ir = _to_size(torch.from_numpy(load_luma(p.ir)).float()[None] / 255.0, size)
+        vis = _to_size(torch.from_numpy(load_luma(p.vis)).float()[None] / 255.0, size)
         natives[name] = (ir, vis)
         for j in range(warps):
             rng = np.random.default_rng(np.random.SeedSequence([SEED, k, j]))
@@ -257,6 +265,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warps", type=int, default=2, help="warps per validation pair (default 2)")
     parser.add_argument("--limit", type=int, default=None, help="use only N validation pairs (quick runs)")
+    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="resize every pair to H x W (e.g. 480 640 for the timing target) instead of <= 640 px")
     parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD",
                         help=f"default: all of {', '.join(METHODS)}")
     parser.add_argument("--fusion", default="refinefuse", help="fusion method of the quality columns ('' to skip)")
@@ -290,7 +300,9 @@ def main() -> None:
     fusion_methods = args.fusion_methods if args.fusion_methods is not None else [
         m for m in ("none", "opencv-ecc-affine", "elastix-affine", "elastix-affine+bspline", default, "ivfusion-classical-deformable") if m in methods]
 
-    samples, natives = build_samples(args.warps, args.limit)
+    if args.size is not None and min(args.size) < 32:
+        parser.error(f"--size: expected H W of at least 32 pixels each, got {args.size}")
+    samples, natives = build_samples(args.warps, args.limit, tuple(args.size) if args.size else None)
     n_lowres = sum(s.truth.ir_size != s.truth.vis_size for s in samples)
     print(f"{len(samples)} warped pairs from {len(natives)} validation pairs ({n_lowres} with a lower-resolution "
           f"infrared); ivfusion {ivfusion.__version__}, torch {torch.__version__}, {args.threads} thread(s), "
