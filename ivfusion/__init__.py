@@ -2,6 +2,7 @@
 from ._version import __version__
 
 from .fusion import fuse, list_methods, method_info
+from .registration import Registration, register
 from .folders import fuse_dir
 from .models import create_model, get_model_info, list_models, load_model
 from .compare import compare_grid
@@ -15,6 +16,8 @@ __all__ = [
     "fuse",
     "fuse_dir",
     "fuse_video",
+    "register",
+    "Registration",
     "export_onnx",
     "save_image",
     "data",

@@ -34,14 +34,18 @@ from .fusion import (
     _prepare_pair,
     _reattach_colour,
     _run,
+    _check_align_resize,
     fuse,
+    resolve_alignment,
 )
 from .io import is_same_file, pair_files, to_chw_tensor, write_atomic, write_image
+from .registration import MODELS as REGISTRATION_MODELS
+from .registration import Registration, register_pairs
 
 __all__ = ["fuse_dir", "FuseDirReport"]
 
 #: Keyword arguments of :func:`ivfusion.fuse` that are not method options.
-_FUSE_KWARGS = {"device", "tile_size", "tile_overlap", "resize", "ir_range", "weights", "precision", "backend"}
+_FUSE_KWARGS = {"device", "tile_size", "tile_overlap", "resize", "ir_range", "weights", "precision", "backend", "align"}
 
 
 @dataclass
@@ -55,6 +59,8 @@ class FuseDirReport:
     failed: List[Tuple[str, str]] = field(default_factory=list)  # (stem, message)
     #: Pairs fused (written) by each rank; ``{0: n}`` in a single process.
     per_rank: Dict[int, int] = field(default_factory=dict)
+    #: The fixed registration every pair was warped with (``align``), or None.
+    registration: Optional[Registration] = None
 
     @property
     def ok(self) -> bool:
@@ -68,28 +74,35 @@ class FuseDirReport:
             "failed": [{"stem": stem, "error": message} for stem, message in self.failed],
             "unmatched": {"ir": [str(p) for p in self.unmatched_ir], "vis": [str(p) for p in self.unmatched_vis]},
             "per_rank": {str(rank): n for rank, n in sorted(self.per_rank.items())},
+            "registration": None if self.registration is None else {
+                "model": self.registration.model, "confidence": self.registration.confidence,
+                "matrix": self.registration.to_dict()["matrix"]},
         }
 
 
 # ------------------------------------------------------------------------------ decoding
 
 
-def _load_pair(ir: Path, vis: Path, resize: Optional[str], ir_range: Any) -> _PreparedPair:
+def _load_pair(ir: Path, vis: Path, resize: Optional[str], ir_range: Any,
+               registration: Optional[Registration] = None) -> _PreparedPair:
     """Decode a pair and prepare it exactly as :func:`ivfusion.fuse` does on the CPU."""
     ir_t, ir_kind = to_chw_tensor(ir, name="ir")
     vis_t, vis_kind = to_chw_tensor(vis, name="vis")
-    _check_same_size(ir_t.shape[-2:], vis_t.shape[-2:], resize)
-    return _prepare_pair(ir_t, ir_kind, vis_t, vis_kind, resize, ir_range)
+    if registration is None:
+        _check_same_size(ir_t.shape[-2:], vis_t.shape[-2:], resize)
+    return _prepare_pair(ir_t, ir_kind, vis_t, vis_kind, resize, ir_range, registration)
 
 
 class _PairSource(Dataset):
     """``(stem, target, prepared pair or None, error message or None)`` per pair; decoding errors
     are returned, not raised, so that one bad file fails its pair only."""
 
-    def __init__(self, items: Sequence[Tuple[str, Path, Path, Path]], resize: Optional[str], ir_range: Any) -> None:
+    def __init__(self, items: Sequence[Tuple[str, Path, Path, Path]], resize: Optional[str], ir_range: Any,
+                 registration: Optional[Registration] = None) -> None:
         self.items = list(items)
         self.resize = resize
         self.ir_range = ir_range
+        self.registration = registration
 
     def __len__(self) -> int:
         return len(self.items)
@@ -97,7 +110,7 @@ class _PairSource(Dataset):
     def __getitem__(self, i: int) -> Tuple[str, Path, Optional[_PreparedPair], Optional[str]]:
         stem, ir, vis, target = self.items[i]
         try:
-            return stem, target, _load_pair(ir, vis, self.resize, self.ir_range), None
+            return stem, target, _load_pair(ir, vis, self.resize, self.ir_range, self.registration), None
         except (ValueError, TypeError, OSError) as exc:
             return stem, target, None, str(exc)
 
@@ -259,7 +272,7 @@ def _pipeline(items: Sequence[Tuple[str, Path, Path, Path]], fuser: _Fuser, work
     decodes *and* fuses its batches (one thread each: separate pairs in parallel use the cores better
     than one pair on several threads); otherwise the workers decode and this process fuses (a GPU)."""
     dev = fuser.build()[4]
-    source = _PairSource(items, fuser.kwargs.get("resize"), fuser.kwargs.get("ir_range"))
+    source = _PairSource(items, fuser.kwargs.get("resize"), fuser.kwargs.get("ir_range"), fuser.kwargs.get("align"))
     writer = _Writer(queue_size)
     try:
         if workers > 0 and dev.type == "cpu":
@@ -296,6 +309,16 @@ def _remove_stale_temporaries(targets: Sequence[Path]) -> None:
                 path.unlink(missing_ok=True)
 
 
+def _rig_registration(align: Any, pairs: Sequence[Tuple[str, Path, Path]], n: int, ir_range: Any
+                      ) -> Optional[Registration]:
+    """``align`` of :func:`fuse_dir` as one registration (a model name: estimated from the first ``n`` pairs)."""
+    if isinstance(align, str) and align in REGISTRATION_MODELS:
+        if not pairs:
+            raise ValueError(f"align={align!r}: no pairs to estimate the registration from")
+        return register_pairs([(ir, vis) for _, ir, vis in pairs[:n]], align, ir_range=ir_range)
+    return resolve_alignment(align)
+
+
 def fuse_dir(
     ir_dir: Union[str, os.PathLike],
     vis_dir: Union[str, os.PathLike],
@@ -309,6 +332,8 @@ def fuse_dir(
     batch_size: int = 1,
     queue_size: Optional[int] = None,
     report: Optional[Union[str, os.PathLike]] = None,
+    align: Any = None,
+    align_pairs: int = 5,
     **fuse_kwargs: Any,
 ) -> FuseDirReport:
     """Fuse every pair of two folders (matched by file stem) into ``out_dir/<stem><ext>``.
@@ -330,6 +355,13 @@ def fuse_dir(
             written in turn (:func:`ivfusion.fuse`).
         report: write the (merged) report to this JSON file (rank 0 only), see
             :meth:`FuseDirReport.to_json`.
+        align: one fixed registration for every pair (a camera rig): a
+            :class:`~ivfusion.registration.Registration` or the path of a saved one, or a model
+            name (``"affine"``, ``"homography"``, ``"deformable"``) to estimate it once from the
+            first ``align_pairs`` pairs (sorted by stem) with
+            :func:`ivfusion.registration.register_pairs`. Outside the warped infrared's footprint the
+            fused images are the visible ones. The registration used is ``report.registration``.
+        align_pairs: pairs the registration is estimated from (``align`` a model name).
         fuse_kwargs: passed to :func:`ivfusion.fuse` (``device``, ``tile_size``, ``weights``,
             ``backend``, options ...).
 
@@ -351,6 +383,9 @@ def fuse_dir(
         raise ValueError(f"queue_size must be an int >= 1 or None, got {queue_size!r}")
     _check_layout_args(fuse_kwargs.get("resize"), fuse_kwargs.get("tile_size"),
                        fuse_kwargs.get("tile_overlap", DEFAULT_TILE_OVERLAP))
+    _check_align_resize(align, fuse_kwargs.get("resize"))
+    if not isinstance(align_pairs, int) or isinstance(align_pairs, bool) or align_pairs < 1:
+        raise ValueError(f"align_pairs must be an int >= 1, got {align_pairs!r}")
     if not ext.startswith("."):
         ext = "." + ext
     pairs, unmatched_ir, unmatched_vis = pair_files(ir_dir, vis_dir)
@@ -369,8 +404,11 @@ def fuse_dir(
                 f"out_dir: {len(clash)} output(s) exist already ({', '.join(p.name for p in clash[:3])}{more}); "
                 "choose existing='skip' or 'overwrite'"
             )
+    registration = _rig_registration(align, pairs, align_pairs, fuse_kwargs.get("ir_range"))
     info = dist_info()
     fuse_kwargs = {**fuse_kwargs, "device": rank_device(fuse_kwargs.get("device"))}
+    if registration is not None:
+        fuse_kwargs["align"] = registration
     created = init_distributed(fuse_kwargs["device"]) if info.distributed else False
     try:
         # Build the method once (weights, device) so errors surface before any file is written.
@@ -397,7 +435,7 @@ def fuse_dir(
             else:
                 size = queue_size if queue_size is not None else max(2 * batch_size, 4)
                 _pipeline(todo, fuser, workers, batch_size, size, bar, local)
-        merged = FuseDirReport(unmatched_ir=unmatched_ir, unmatched_vis=unmatched_vis)
+        merged = FuseDirReport(unmatched_ir=unmatched_ir, unmatched_vis=unmatched_vis, registration=registration)
         for rank, part in enumerate(gather_objects(local)):
             merged.written.extend(part.written)
             merged.skipped.extend(part.skipped)

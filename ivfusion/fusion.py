@@ -29,10 +29,12 @@ from .io import (
     to_unit_range,
 )
 from .pretrained import default_weight
+from .registration import MODELS as REGISTRATION_MODELS
+from .registration import Registration, register
 from .models import create_model, create_random_model, get_model_info, list_models
 from .tiling import auto_tile_size, tiled_apply
 
-__all__ = ["fuse", "list_methods", "method_info", "MethodInfo", "BACKENDS", "InputOrderWarning"]
+__all__ = ["fuse", "list_methods", "method_info", "MethodInfo", "BACKENDS", "InputOrderWarning", "resolve_alignment"]
 
 DEFAULT_METHOD = "refinefuse"
 DEFAULT_TILE_OVERLAP = 32
@@ -151,16 +153,25 @@ class _PreparedPair:
     chroma: Optional[torch.Tensor]  # CbCr of the visible image, else of the infrared, else None
     vis_three: bool  # the visible image has 3 channels (grey output is then repeated to RGB)
     vis_kind: str  # dtype kind of the visible image: the output's
+    #: With a registration: the ``(H, W)`` footprint of the warped infrared (outside it the fused
+    #: image is the visible one).
+    ir_mask: Optional[torch.Tensor] = None
 
 
 def _prepare_pair(ir_t: torch.Tensor, ir_kind: str, vis_t: torch.Tensor, vis_kind: str, resize: Optional[str],
-                  ir_range: Any) -> _PreparedPair:
-    """Tensors of :func:`~ivfusion.io.to_chw_tensor` (same size unless ``resize``) -> lumas and chroma."""
+                  ir_range: Any, registration: Optional[Registration] = None) -> _PreparedPair:
+    """Tensors of :func:`~ivfusion.io.to_chw_tensor` (same size unless ``resize`` or ``registration``)
+    -> lumas and chroma. With a registration the infrared is warped into the visible frame and,
+    outside its footprint, replaced by the visible luma (so the method sees no false edge there)."""
     if ir_range is None and ir_kind == "uint16":
         ir_range = "auto"
     ir01 = to_unit_range(ir_t, ir_kind, name="ir", value_range=ir_range)
     vis01 = to_unit_range(vis_t, vis_kind, name="vis")
-    if resize == "ir_to_vis":
+    mask = None
+    if registration is not None:
+        _check_registration(registration, ir01.shape[-2:], vis01.shape[-2:])
+        ir01, mask = registration.warp_tensor(ir01)
+    elif resize == "ir_to_vis":
         ir01 = _resample(ir01, vis01.shape[-2:])
     elif resize == "vis_to_ir":
         vis01 = _resample(vis01, ir01.shape[-2:])
@@ -168,12 +179,52 @@ def _prepare_pair(ir_t: torch.Tensor, ir_kind: str, vis_t: torch.Tensor, vis_kin
     if ir_chroma is not None:
         _warn_if_swapped(ir01)
     vis_y, vis_chroma = _luma_and_chroma(vis01)
+    if mask is not None:
+        ir_y = torch.where(mask, ir_y, vis_y)
     chroma = vis_chroma if vis_chroma is not None else ir_chroma
-    return _PreparedPair(ir_y, vis_y, chroma, vis01.shape[0] == 3, vis_kind)
+    return _PreparedPair(ir_y, vis_y, chroma, vis01.shape[0] == 3, vis_kind, mask)
+
+
+def _check_registration(reg: Registration, ir_hw: Sequence[int], vis_hw: Sequence[int]) -> None:
+    if tuple(reg.ir_size) != tuple(ir_hw) or tuple(reg.vis_size) != tuple(vis_hw):
+        raise ValueError(
+            f"align: the registration is for infrared {reg.ir_size[0]}x{reg.ir_size[1]} -> visible "
+            f"{reg.vis_size[0]}x{reg.vis_size[1]} (HxW), but the pair is infrared {ir_hw[0]}x{ir_hw[1]} and "
+            f"visible {vis_hw[0]}x{vis_hw[1]}")
+
+
+def resolve_alignment(align: Any, ir: Optional[ImageLike] = None, vis: Optional[ImageLike] = None,
+                      ir_range: Any = None) -> Optional[Registration]:
+    """``align`` of :func:`fuse` as a :class:`~ivfusion.registration.Registration` (or None):
+    a registration as it is, a model name estimated on ``(ir, vis)`` with
+    :func:`ivfusion.register`, anything else a path to a saved registration (JSON)."""
+    if align is None or isinstance(align, Registration):
+        return align
+    if isinstance(align, str) and align in REGISTRATION_MODELS:
+        if ir is None or vis is None:
+            raise ValueError(f"align={align!r} needs the pair to estimate the registration on")
+        return register(ir, vis, align, ir_range=ir_range)
+    if isinstance(align, (str, os.PathLike)):
+        path = Path(align).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"align: {str(align)!r} is neither a model ({', '.join(REGISTRATION_MODELS)}) "
+                                    f"nor an existing registration file")
+        return Registration.load(path)
+    raise TypeError(f"align: expected None, a model name ({', '.join(REGISTRATION_MODELS)}), a Registration or "
+                    f"a path to a registration JSON file, got {type(align).__name__}")
+
+
+def _check_align_resize(align: Any, resize: Optional[str]) -> None:
+    if align is not None and resize == "vis_to_ir":
+        raise ValueError("resize='vis_to_ir' cannot be combined with align: a registration warps the infrared "
+                         "into the visible frame (the output has the visible image's size)")
 
 
 def _reattach_colour(fused_y: torch.Tensor, pair: _PreparedPair) -> np.ndarray:
-    """The fused luma with the pair's chroma (or repeated to RGB for a 3-channel grey visible image)."""
+    """The fused luma with the pair's chroma (or repeated to RGB for a 3-channel grey visible image);
+    outside a registered infrared's footprint the visible luma."""
+    if pair.ir_mask is not None:
+        fused_y = torch.where(pair.ir_mask.to(fused_y.device), fused_y, pair.vis_y.to(fused_y))
     if pair.chroma is not None:
         out = ycbcr_to_rgb(torch.cat([fused_y, pair.chroma.to(fused_y.dtype)], dim=0))
     elif pair.vis_three:
@@ -385,6 +436,7 @@ def fuse(
     weights: Optional[Union[str, os.PathLike]] = None,
     precision: Optional[str] = None,
     backend: str = "torch",
+    align: Any = None,
     **options: Any,
 ) -> np.ndarray:
     """Fuse an infrared (or CT/PET/SPECT) image with a visible (or MRI) image.
@@ -424,6 +476,13 @@ def fuse(
             :func:`ivfusion.deploy.cached_onnx_export`). ``device`` picks the execution provider
             (``"cpu"``, ``"cuda"``; default CUDA when onnxruntime has it); float32 only. Colour,
             tiling and dtypes are handled as with the torch backend.
+        align: register the infrared to the visible image first (cameras that are not aligned pixel
+            for pixel): ``None`` (default: the pair is aligned), ``"affine"``, ``"homography"`` or
+            ``"deformable"`` (estimated on this pair with :func:`ivfusion.register`), a
+            :class:`~ivfusion.registration.Registration`, or the path of one saved with
+            ``Registration.save`` (a calibrated rig). The infrared is warped into the visible frame
+            (any size; ``resize`` may be None or ``"ir_to_vis"``); outside its warped footprint the
+            fused image is the visible image.
         options: method options, e.g. ``rule="average"`` for DIDFuse, ``levels=5`` for
             ``laplacian``.
 
@@ -435,19 +494,22 @@ def fuse(
 
     Raises:
         ValueError: unknown method or option, size mismatch, bad ``resize``/``ir_range``/``device``,
-            float data outside [0, 1].
+            float data outside [0, 1], a registration made for other image sizes.
         TypeError: unsupported input type or dtype.
         FileNotFoundError: a path that does not exist.
         RuntimeError: a network whose pretrained weights are not available.
         MemoryError: a network cannot fit even a 256-pixel tile in the memory left on the CPU.
     """
     _check_layout_args(resize, tile_size, tile_overlap)
+    _check_align_resize(align, resize)
     fn, multiple, dtype, pixelwise, dev = _build_method(method, weights, device, precision, options, backend)
 
     ir_t, ir_kind = to_chw_tensor(ir, name="ir")
     vis_t, vis_kind = to_chw_tensor(vis, name="vis")
-    _check_same_size(ir_t.shape[-2:], vis_t.shape[-2:], resize)
-    pair = _prepare_pair(ir_t.to(dev), ir_kind, vis_t.to(dev), vis_kind, resize, ir_range)
+    registration = resolve_alignment(align, ir, vis, ir_range)
+    if registration is None:
+        _check_same_size(ir_t.shape[-2:], vis_t.shape[-2:], resize)
+    pair = _prepare_pair(ir_t.to(dev), ir_kind, vis_t.to(dev), vis_kind, resize, ir_range, registration)
     fused_y = _run(fn, pair.ir_y[None], pair.vis_y[None], dev, dtype, multiple, tile_size, tile_overlap,
                    method, weights, pixelwise)[0]
     return _reattach_colour(fused_y, pair)

@@ -144,7 +144,10 @@ def test_manifest_copies_identical_and_valid() -> None:
     assert root.read_bytes() == shipped.read_bytes()
     manifest = W.load_manifest(shipped)
     for info in manifest.weights.values():
-        assert info.method in ivfusion.list_models()
+        if info.task == "registration":
+            assert info.method == ivfusion.registration.RegNet.__name__.lower()
+        else:
+            assert info.task == "fusion" and info.method in ivfusion.list_models()
     # Canonical serialisation: writing the manifest back changes nothing.
     assert _dump_manifest(json.loads(shipped.read_text())) == shipped.read_bytes()
 
@@ -189,6 +192,7 @@ def test_manifest_accepts_pinned_revisions(revision: str) -> None:
         (lambda e: e["recipe"].update(lr=0), "'lr' must be a positive number"),
         (lambda e: e.update(metrics={"val": {"SSIM": "high"}}), "field 'SSIM' must be a number"),
         (lambda e: e.update(dtype="int8"), "'dtype' must be one of"),
+        (lambda e: e.update(task="detection"), "'task' must be one of"),
     ],
 )
 def test_manifest_rejects_bad_entries(change: Any, needle: str) -> None:

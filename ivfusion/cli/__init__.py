@@ -2,10 +2,11 @@
 
 Each subcommand is a pair of functions in a small module of this package: ``_add_<name>(subparsers)``
 declares its arguments and ``_cmd_<name>(args) -> int`` runs it (``_fusion``: fuse, fuse-video,
-compare; ``_weights``: list, samples, weights (and model cards), export; ``_train``: eval, train;
-``_demo``: demo; ``_common``: shared helpers). The work itself lives in the library; this package only
-parses, calls and prints. Expected failures (bad input, missing files, unavailable weights) print one
-line ``ivfusion: error: ...`` and exit with status 1; usage errors exit with 2.
+compare; ``_register``: register; ``_weights``: list, samples, weights (and model cards), export;
+``_train``: eval, train, train-registration; ``_demo``: demo; ``_common``: shared helpers). The work itself
+lives in the library; this package only parses, calls and prints. Expected failures (bad input, missing
+files, unavailable weights) print one line ``ivfusion: error: ...`` and exit with status 1; usage errors
+exit with 2.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from .._version import __version__
 from ._common import CLIError, cli_message
 from ._demo import _add_demo, _cmd_demo
 from ._fusion import _add_compare, _add_fuse, _add_fuse_video, _cmd_compare, _cmd_fuse, _cmd_fuse_video
-from ._train import _add_eval, _add_train, _cmd_eval, _cmd_train
+from ._register import _add_register, _cmd_register
+from ._train import _add_eval, _add_train, _add_train_registration, _cmd_eval, _cmd_train, _cmd_train_registration
 from ._weights import (
     _add_export,
     _add_list,
@@ -40,11 +42,13 @@ _COMMANDS: Dict[str, Tuple[Callable[[argparse._SubParsersAction], None], Callabl
     "fuse": (_add_fuse, _cmd_fuse),
     "fuse-video": (_add_fuse_video, _cmd_fuse_video),
     "compare": (_add_compare, _cmd_compare),
+    "register": (_add_register, _cmd_register),
     "list": (_add_list, _cmd_list),
     "samples": (_add_samples, _cmd_samples),
     "weights": (_add_weights, _cmd_weights),
     "eval": (_add_eval, _cmd_eval),
     "train": (_add_train, _cmd_train),
+    "train-registration": (_add_train_registration, _cmd_train_registration),
     "export": (_add_export, _cmd_export),
     "demo": (_add_demo, _cmd_demo),
 }

@@ -91,6 +91,10 @@ def add_fusion_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None,
                    help="compute precision (default: fp16 on CUDA where a network is safe in it; on CPUs with "
                         "native bf16, bf16 for DIDFuse and F3Net; fp32 otherwise)")
+    p.add_argument("--align", default=None, metavar="MODEL|RIG.json",
+                   help="register the infrared to the visible image first: affine, homography or deformable "
+                        "(estimated), or a registration saved by `ivfusion register` (a calibrated rig); outside "
+                        "the warped infrared the output is the visible image")
     p.add_argument("-O", "--option", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE",
                    help="method option, repeatable, e.g. -O rule=average (DIDFuse), -O levels=5 (laplacian) "
@@ -107,6 +111,7 @@ def fusion_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
         weights=args.weights,
         precision=args.precision,
         backend=args.backend,
+        align=args.align,
     )
     kwargs.update(dict(args.options))
     return kwargs

@@ -45,6 +45,8 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
                    help="batch mode: same-size pairs fused per call (default: 1)")
     p.add_argument("--report", default=None, metavar="FILE",
                    help="batch mode: write the report (merged over torchrun ranks) as JSON")
+    p.add_argument("--align-pairs", type=int, default=5, metavar="N",
+                   help="batch mode with --align MODEL: estimate the one registration from the first N pairs (default 5)")
     add_fusion_arguments(p)
 
 
@@ -82,7 +84,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     try:
         report = fuse_dir(args.ir_dir, args.vis_dir, args.out_dir, args.method, ext=args.ext,
                           existing=existing, progress=not args.no_progress, workers=args.workers,
-                          batch_size=args.batch_size, report=args.report, **kwargs)
+                          batch_size=args.batch_size, report=args.report, align_pairs=args.align_pairs, **kwargs)
     except FileExistsError as exc:
         raise CLIError(str(exc).replace("choose existing='skip' or 'overwrite'",
                                         "pass --skip-existing or --overwrite")) from exc
@@ -100,6 +102,9 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         print(f"error: {stem}: {cli_message(message)}", file=sys.stderr)
     ranks = "" if len(report.per_rank) < 2 else " (per rank: " + ", ".join(
         f"{r}: {n}" for r, n in sorted(report.per_rank.items())) + ")"
+    if report.registration is not None and args.align and not Path(args.align).is_file():
+        print(f"registration ({report.registration.model}, from the first {args.align_pairs} pairs): confidence "
+              f"{report.registration.confidence:.2f}", file=sys.stderr)
     print(f"wrote {len(report.written)}, skipped {len(report.skipped)}, failed {len(report.failed)}, "
           f"unmatched {len(report.unmatched_ir) + len(report.unmatched_vis)} -> {args.out_dir}{ranks}")
     if report.failed:
@@ -158,6 +163,8 @@ def _add_fuse_video(sub: argparse._SubParsersAction) -> None:
                    metavar="KEY=VALUE", help="encoder option, e.g. --codec-option preset=veryfast")
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--align-frames", type=int, default=5, metavar="N",
+                   help="with --align MODEL: estimate the one registration from the first N frame pairs (default 5)")
     add_fusion_arguments(p)
 
 
@@ -173,7 +180,7 @@ def _cmd_fuse_video(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, ir_window_frames=args.ir_window_frames,
             ir_percentiles=tuple(args.ir_percentiles), codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
             codec_options=dict(args.codec_options) or None, overwrite=args.overwrite,
-            progress=not args.no_progress, **fusion_kwargs(args),
+            progress=not args.no_progress, align_frames=args.align_frames, **fusion_kwargs(args),
         )
     except ImportError as exc:
         raise CLIError(str(exc)) from exc

@@ -195,3 +195,52 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+# ------------------------------------------------------------------------------------ train-registration
+
+
+def _add_train_registration(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-registration",
+        help="train the learned infrared-to-visible registration network (RegNet) on synthetic warps",
+        description="Train RegNet on synthetic rig-like warps of aligned pairs (--data folders with ir/ and vi/, "
+                    "minus --val-split), keep the checkpoint with the lowest corner error on one fixed warp of "
+                    "each validation pair (--val folders and the split), optionally export it.",
+    )
+    p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="training folder(s), each with ir/ and vi/")
+    p.add_argument("--val", nargs="*", default=[], metavar="DIR", help="validation folder(s) with ir/ and vi/")
+    p.add_argument("--val-split", default="mixed", metavar="SPLIT",
+                   help="held-back split of the --data folders ('mixed' or a JSON file; 'none' for none)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (config, checkpoints, log)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1)")
+    p.add_argument("--export", default=None, metavar="NAME",
+                   help="export the best checkpoint as weight NAME (regnet.TAG) with its manifest entry")
+    p.add_argument("--no-progress", action="store_true", help="do not print the log lines")
+
+
+def _cmd_train_registration(args: argparse.Namespace) -> int:
+    import json
+
+    from ..train.registration import RegTrainConfig, export_regnet, train_registration
+
+    values: Dict[str, Any] = {"data": args.data, "val": args.val, "out": args.out,
+                              "val_split": None if args.val_split == "none" else args.val_split}
+    for key in ("steps", "batch_size", "lr", "seed", "threads"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    for key, low in (("steps", 1), ("batch_size", 1), ("threads", 1)):
+        if key in values and values[key] < low:
+            raise CLIError(f"--{key.replace('_', '-')} must be >= {low}, got {values[key]}")
+    result = train_registration(RegTrainConfig(**values), progress=not args.no_progress)
+    print(f"best step {result.best_step}: validation corner error {result.best_corner_px:.3f} px "
+          f"(at {160} px width) -> {result.checkpoint}")
+    if args.export:
+        path, entry = export_regnet(args.out, args.export)
+        (Path(args.out) / "manifest_entry.json").write_text(json.dumps({args.export: entry}, indent=2) + "\n")
+        print(f"wrote {path} and {Path(args.out) / 'manifest_entry.json'}")
+    return 0

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import ManifestError
 
-__all__ = ["SCHEMA_VERSION", "WEIGHT_NAME_RE", "TrainingData", "Recipe", "WeightInfo", "Manifest"]
+__all__ = ["SCHEMA_VERSION", "WEIGHT_NAME_RE", "TASKS", "TrainingData", "Recipe", "WeightInfo", "Manifest"]
 
 #: Version of the manifest layout this package reads and writes.
 SCHEMA_VERSION = 1
@@ -26,6 +26,9 @@ _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _TAG_RE = re.compile(r"^v?\d+(?:\.\d+)*(?:[-+_.][0-9A-Za-z]+)*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = ("float32", "float16", "bfloat16")
+#: What a weight is for: a fusion network (``ivfusion.list_models()``) or the registration network
+#: (``ivfusion.registration``).
+TASKS = ("fusion", "registration")
 
 
 def _type_name(types: Tuple[type, ...]) -> str:
@@ -176,6 +179,8 @@ class WeightInfo:
     #: Storage dtype of the floating-point tensors in the file.
     dtype: str = "float32"
     description: str = ""
+    #: ``"fusion"`` (default; ``method`` is a fusion network) or ``"registration"``.
+    task: str = "fusion"
 
     @property
     def tag(self) -> str:
@@ -234,6 +239,9 @@ class WeightInfo:
         if dtype not in _DTYPES:
             raise ManifestError(f"{where}: 'dtype' must be one of {list(_DTYPES)}, got {dtype!r}")
         config = _field(data, "config", (dict,), where, required=False, default={})
+        task = _field(data, "task", (str,), where, required=False, default="fusion")
+        if task not in TASKS:
+            raise ManifestError(f"{where}: 'task' must be one of {list(TASKS)}, got {task!r}")
         return cls(
             name=name,
             method=method,
@@ -251,6 +259,7 @@ class WeightInfo:
             config=dict(config),
             dtype=dtype,
             description=_field(data, "description", (str,), where, required=False, default=""),
+            task=task,
         )
 
     def to_dict(self) -> Dict[str, Any]:
@@ -263,6 +272,8 @@ class WeightInfo:
         out["config"] = dict(self.config)
         if not self.description:
             del out["description"]
+        if self.task == "fusion":
+            del out["task"]
         return out
 
 

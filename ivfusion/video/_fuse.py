@@ -17,7 +17,9 @@ from ..fusion import (
     DEFAULT_METHOD,
     DEFAULT_TILE_OVERLAP,
     _build_method,
+    _check_align_resize,
     _check_layout_args,
+    resolve_alignment,
     _probe_cuda_bytes_per_pixel,
     _run,
     _weights_key,
@@ -25,6 +27,8 @@ from ..fusion import (
 from .._memory import available_cuda_bytes
 from ..models import list_models
 from ..pretrained import default_weight
+from ..registration import MODELS as REGISTRATION_MODELS
+from ..registration import Registration, register_pairs
 from ..tiling import auto_tile_size
 from ._encode import (
     DEFAULT_PIX_FMT,
@@ -37,7 +41,7 @@ from ._encode import (
 )
 from ._mapping import _first_frames, _output_size, _prepare
 from ._pipeline import _run_pipeline
-from ._sources import SYNC_MODES, PathLike, _check_metadata, _expected_frames, _input_rates, _opened
+from ._sources import SYNC_MODES, PathLike, _check_metadata, _decoded_pairs, _expected_frames, _input_rates, _opened
 
 
 def _import_av():
@@ -73,6 +77,8 @@ class VideoReport:
     #: The fixed infrared window ``(lo, hi)`` mapped to 0..1, or None when the infrared was mapped
     #: as :func:`ivfusion.fuse` maps it (8-bit by /255; 16-bit per frame with ``ir_window_frames=0``).
     ir_range: Optional[Tuple[float, float]] = None
+    #: The fixed registration of every frame (``align``), or None.
+    registration: Optional[Registration] = None
 
     @property
     def throughput(self) -> float:
@@ -136,6 +142,8 @@ def fuse_video(
     weights: Optional[PathLike] = None,
     precision: Optional[str] = None,
     backend: str = "torch",
+    align: Any = None,
+    align_frames: int = 5,
     **options: Any,
 ) -> VideoReport:
     """Fuse an infrared video with a visible video, frame by frame, into a new video.
@@ -186,14 +194,15 @@ def fuse_video(
         queue_size: frames held in each queue between the decoder, the fusion and the encoder
             (default ``max(2 * batch_size, 4)``); memory stays bounded by it whatever the length of
             the video.
-        device: as in :func:`ivfusion.fuse`.
-        tile_size: as in :func:`ivfusion.fuse`.
-        tile_overlap: as in :func:`ivfusion.fuse`.
-        resize: as in :func:`ivfusion.fuse`; frames of different sizes need it.
-        weights: as in :func:`ivfusion.fuse`.
-        precision: as in :func:`ivfusion.fuse`.
-        backend: as in :func:`ivfusion.fuse`.
-        options: method options, as in :func:`ivfusion.fuse`.
+        device, tile_size, tile_overlap, resize, weights, precision, backend, options: as in
+            :func:`ivfusion.fuse`. Frames of different sizes need ``resize`` or ``align``.
+        align: one fixed registration for every frame (the rig does not move): a
+            :class:`~ivfusion.registration.Registration` or the path of a saved one, or a model name
+            (``"affine"``, ``"homography"``, ``"deformable"``) to estimate it once from the first
+            ``align_frames`` frame pairs of the range (:func:`ivfusion.registration.register_pairs`).
+            The output has the visible frames' size; outside the warped infrared's footprint it is
+            the visible video. The registration used is ``VideoReport.registration``.
+        align_frames: frame pairs the registration is estimated from (``align`` a model name).
 
     Returns:
         Frames written, input frame rate, output path, seconds, ... (a :class:`VideoReport`).
@@ -227,6 +236,9 @@ def fuse_video(
     if not 0.0 <= p_lo < p_hi <= 100.0:
         raise ValueError(f"ir_percentiles: need 0 <= low < high <= 100, got ({p_lo}, {p_hi})")
     _check_layout_args(resize, tile_size, tile_overlap)
+    _check_align_resize(align, resize)
+    if not _is_int_at_least(align_frames, 1):
+        raise ValueError(f"align_frames must be an int >= 1, got {align_frames!r}")
     if crf is not None and not _is_int_at_least(crf, 0):
         raise ValueError(f"crf must be an int >= 0, got {crf!r}")
     if fps is not None and not (isinstance(fps, (int, float, Fraction)) and fps > 0):
@@ -257,8 +269,9 @@ def fuse_video(
         total = _expected_frames(ir_src, vis_src, sync, start, stop)
         first, window = _first_frames(ir_src, vis_src, sync, start, stop, ir_range, ir_window_frames, (p_lo, p_hi))
     ir_fixed = ir_range if ir_range is not None else window
-    size = _output_size(first, resize)
-    _prepare(first, ir_fixed, resize, size)  # per-frame errors (bad ir_range, float range) before any output
+    registration = _video_registration(av, ir, vis, rates, sync, start, stop, align, align_frames, ir_fixed)
+    size = _output_size(first, resize, registration)
+    _prepare(first, ir_fixed, resize, size, registration)  # per-frame errors (bad ir_range, sizes) before any output
     _check_frame_size(av, pix_fmt, size)
 
     # ---- encode into a temporary file next to out, renamed when complete
@@ -270,10 +283,27 @@ def fuse_video(
             run=functools.partial(_run, fn, device=dev, dtype=dtype, multiple=multiple, tile_size=tile_size,
                                   tile_overlap=tile_overlap, method=method, weights=weights, pixelwise=pixelwise),
             device=dev, batch_size=batch_size, queue_size=queue_size, progress=progress, total=total,
+            registration=registration,
         )
     return VideoReport(output=out, frames=encoder.frames, fps=float(out_rate),
                        seconds=time.perf_counter() - t_start, size=size, codec=codec,
-                       ir_range=None if ir_fixed is None else (float(ir_fixed[0]), float(ir_fixed[1])))
+                       ir_range=None if ir_fixed is None else (float(ir_fixed[0]), float(ir_fixed[1])),
+                       registration=registration)
+
+
+def _video_registration(av, ir, vis, rates, sync: str, start: int, stop: Optional[int], align: Any, n: int,
+                        ir_fixed: Any) -> Optional[Registration]:
+    """``align`` of :func:`fuse_video` as one registration; a model name is estimated from the first
+    ``n`` frame pairs of the range (decoded once more; only those frames are kept)."""
+    if not (isinstance(align, str) and align in REGISTRATION_MODELS):
+        return resolve_alignment(align)
+    pairs = []
+    with _opened(av, ir, vis, rates) as (ir_src, vis_src):
+        for d in _decoded_pairs(ir_src, vis_src, sync, start, stop):
+            pairs.append((d.ir, d.vis))
+            if len(pairs) == n:
+                break
+    return register_pairs(pairs, align, ir_range=ir_fixed)
 
 
 def _cuda_batch_tile_size(method, weights, dev, dtype, multiple, batch_size) -> Optional[int]:

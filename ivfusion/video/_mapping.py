@@ -11,6 +11,7 @@ import torch
 
 from ..fusion import _check_same_size, _prepare_pair, _PreparedPair, _reattach_colour
 from ..io import to_chw_tensor
+from ..registration import Registration
 from ._sources import _decoded_pairs, _Decoded, _Source
 
 
@@ -55,8 +56,11 @@ def _first_frames(ir: _Source, vis: _Source, sync: str, start: int, stop: Option
 # Per-frame preparation and finishing (the arithmetic of ivfusion.fuse, split around the batch)
 
 
-def _output_size(first: _Decoded, resize: Optional[str]) -> Tuple[int, int]:
+def _output_size(first: _Decoded, resize: Optional[str], registration: Optional[Registration] = None
+                 ) -> Tuple[int, int]:
     ir_hw, vis_hw = first.ir.shape[:2], first.vis.shape[:2]
+    if registration is not None:
+        return tuple(vis_hw)  # type: ignore[return-value]
     _check_same_size(ir_hw, vis_hw, resize)
     return tuple(ir_hw if resize == "vis_to_ir" else vis_hw)  # type: ignore[return-value]
 
@@ -70,11 +74,13 @@ class _Prepared:
         self.index, self.time, self.pair = index, t, pair
 
 
-def _prepare(d: _Decoded, ir_range: Any, resize: Optional[str], size: Tuple[int, int]) -> _Prepared:
+def _prepare(d: _Decoded, ir_range: Any, resize: Optional[str], size: Tuple[int, int],
+             registration: Optional[Registration] = None) -> _Prepared:
     ir_t, ir_kind = to_chw_tensor(d.ir, name="ir")
     vis_t, vis_kind = to_chw_tensor(d.vis, name="vis")
-    _check_same_size(ir_t.shape[-2:], vis_t.shape[-2:], resize)
-    pair = _prepare_pair(ir_t, ir_kind, vis_t, vis_kind, resize, ir_range)
+    if registration is None:
+        _check_same_size(ir_t.shape[-2:], vis_t.shape[-2:], resize)
+    pair = _prepare_pair(ir_t, ir_kind, vis_t, vis_kind, resize, ir_range, registration)
     if tuple(pair.vis_y.shape[-2:]) != tuple(size):
         raise ValueError(f"frame {d.index}: the frame size changed to {pair.vis_y.shape[-2]}x{pair.vis_y.shape[-1]} "
                          f"(HxW) from {size[0]}x{size[1]}; a video keeps one size")

@@ -75,7 +75,8 @@ def _run_pipeline(*, av: Any, ir: PathLike, vis: PathLike, rates: Dict[str, Frac
                   start: int, stop: Optional[int], ir_fixed: Optional[Tuple[float, float]],
                   resize: Optional[str], size: Tuple[int, int], encoder: _AtomicEncoder,
                   run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device,
-                  batch_size: int, queue_size: int, progress: Optional[bool], total: Optional[int]) -> None:
+                  batch_size: int, queue_size: int, progress: Optional[bool], total: Optional[int],
+                  registration: Any = None) -> None:
     """Decode (thread) -> fuse ``batch_size`` frames per ``run(ir, vis)`` call (this thread) ->
     encode (thread) into ``encoder``, which is flushed at the end. Errors of either thread are
     re-raised here."""
@@ -88,7 +89,7 @@ def _run_pipeline(*, av: Any, ir: PathLike, vis: PathLike, rates: Dict[str, Frac
     def decode() -> None:
         with _opened(av, ir, vis, rates) as (ir_src, vis_src):
             for d in _decoded_pairs(ir_src, vis_src, sync, start, stop):
-                if not pipe.put(decoded, _prepare(d, ir_range, resize, size)):
+                if not pipe.put(decoded, _prepare(d, ir_range, resize, size, registration)):
                     return
         pipe.put(decoded, _END)
 
