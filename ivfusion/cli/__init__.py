@@ -4,7 +4,8 @@ Each subcommand is a pair of functions in a small module of this package: ``_add
 declares its arguments and ``_cmd_<name>(args) -> int`` runs it (``_fusion``: fuse, fuse-video,
 compare; ``_weights``: list, weights, export; ``_train``: eval, train; ``_common``: shared helpers).
 The work itself lives in the library; this package only parses, calls and prints. Expected failures (bad input, missing files, unavailable weights)
-print one line ``ivfusion: error: ...`` and exit with status 1; usage errors exit with 2.
+print one line ``ivfusion: error: ...`` and exit with status 1 (so do ``OSError`` of input and
+output files: no permission, a directory, a full or read-only disk); usage errors exit with 2.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .._version import __version__
-from ._common import CLIError
+from ._common import CLIError, error_line
 from ._fusion import _add_compare, _add_fuse, _add_fuse_video, _cmd_compare, _cmd_fuse, _cmd_fuse_video
 from ._train import _add_eval, _add_train, _cmd_eval, _cmd_train
 from ._weights import _add_export, _add_list, _add_weights, _cmd_export, _cmd_list, _cmd_weights
@@ -59,9 +60,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _, run = _COMMANDS[args.command]
     try:
         return run(args)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"ivfusion: error: {message}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
+        # OSError: input and output files (no permission, a directory, a full or read-only disk ...)
+        print(f"ivfusion: error: {error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ivfusion: interrupted", file=sys.stderr)
