@@ -2,7 +2,11 @@
 tests that need it skip when it is absent."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -14,6 +18,24 @@ VAL_DIR = SHARED / "data" / "ivif" / "val" / "roadscene"
 REFERENCE_DIR = SHARED / "reference"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def signal_at_marker(code: str, args: Sequence[str], marker: str, sig: int, timeout: float = 60
+                     ) -> subprocess.Popen:
+    """Run ``python -c code *args``, wait until it prints the line ``marker``, send it ``sig`` and
+    wait for it to end; the finished process (killed for good if it lingers)."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == marker, (line, proc.stderr.read()[-2000:] if proc.poll() is not None else "")
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc
 
 
 def require(path: Path) -> Path:

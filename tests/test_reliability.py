@@ -27,7 +27,7 @@ from ivfusion.cli import main
 from ivfusion.io import read_image, write_image
 from ivfusion.pretrained import BUNDLED_DIR, ChecksumError, get_weight_info, sha256_file
 
-from .conftest import REPO_ROOT, smooth_image
+from .conftest import REPO_ROOT, signal_at_marker, smooth_image
 
 LINUX = sys.platform.startswith("linux")
 
@@ -512,16 +512,8 @@ def test_stale_temporaries_of_a_killed_fuse_video_are_removed_by_the_next_run(tm
         from ivfusion.cli import main
         sys.exit(main(sys.argv[1:]))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code, "fuse-video", str(ir_dir), str(vis_dir), "-o", str(out),
-                             "-m", "average", "--no-progress"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "WRITING"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    signal_at_marker(code, ["fuse-video", ir_dir, vis_dir, "-o", out, "-m", "average", "--no-progress"], "WRITING",
+                     signal.SIGKILL)
     stale = [p.name for p in out.parent.iterdir()]
     assert len(stale) == 1 and stale[0].startswith(".v.mp4.") and ".part" in stale[0] and not out.exists()
     unrelated = out.parent / ".other.mp4.1-abcd.part.mp4"
