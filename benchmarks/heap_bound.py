@@ -13,6 +13,11 @@ call; the fixed-size loop's median is its speed; and how often the heap was trim
 (``ivfusion._heap``'s bound; "-" for code without it). ``--before PATH`` runs the same loops with
 ``PATH`` first on ``PYTHONPATH`` (another checkout, e.g. the code before a change), side by side.
 ``--csv FILE`` writes every call's RSS (one row per call, one column per loop) to plot RSS over time.
+
+Times on a shared machine drift with its load, so ``--speed-rounds N`` also measures speed in
+``N`` interleaved rounds: each round runs, for every code and heap-reuse setting in turn, a fresh
+process with ``--speed-calls`` varying-size calls (their total seconds) and one with 2 + 8 fixed-size
+calls (the median of the last 8). The medians over rounds are printed with their ratios.
 """
 from __future__ import annotations
 
@@ -84,9 +89,43 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--before", type=Path, default=None, help="another checkout to run side by side")
     ap.add_argument("--csv", type=Path, default=None, help="write every call's RSS (MB) here")
+    ap.add_argument("--speed-rounds", type=int, default=0, help="interleaved speed rounds (0: none)")
+    ap.add_argument("--speed-calls", type=int, default=40, help="varying-size calls per speed measurement")
+    ap.add_argument("--skip-rss", action="store_true", help="only the speed rounds")
     args = ap.parse_args(argv)
 
     trees = [("now", REPO)] + ([("before", args.before.resolve())] if args.before else [])
+    if not args.skip_rss:
+        rss_table(args, trees)
+    if args.speed_rounds > 0:
+        speed_table(args, trees)
+    return 0
+
+
+def speed_table(args: argparse.Namespace, trees) -> None:
+    settings = [(code, tree, reuse) for code, tree in trees for reuse in (True, False)]
+    varying: Dict[str, List[float]] = {}
+    fixed: Dict[str, List[float]] = {}
+    for _ in range(args.speed_rounds):
+        for code, tree, reuse in settings:
+            label = f"{code} {'on' if reuse else 'off'}"
+            r = run_loop(args.method, args.speed_calls, args.lo, args.hi, True, reuse, args.threads, tree)
+            varying.setdefault(label, []).append(sum(r["secs"]))
+            r = run_loop(args.method, 10, args.lo, args.hi, False, reuse, args.threads, tree)
+            fixed.setdefault(label, []).append(statistics.median(r["secs"][2:]))
+    print(f"\nspeed, {args.speed_rounds} interleaved rounds (median over rounds): {args.speed_calls} varying-size "
+          f"calls (s, total) and one {args.hi}x{args.hi} call (s, median of 8 after 2 warm-ups)\n")
+    ref = f"{trees[-1][0]} on"
+    print(f"| code | heap reuse | varying s | fixed s | varying vs {ref} | fixed vs {ref} |")
+    print("|---|---|---:|---:|---:|---:|")
+    for label in varying:
+        v, f = statistics.median(varying[label]), statistics.median(fixed[label])
+        v0, f0 = statistics.median(varying[ref]), statistics.median(fixed[ref])
+        code, reuse = label.split()
+        print(f"| {code} | {reuse} | {v:.1f} | {f:.3f} | {v / v0:.2f} | {f / f0:.2f} |", flush=True)
+
+
+def rss_table(args: argparse.Namespace, trees) -> None:
     marks = sorted({c for c in (1, 10, 50, 100, 200, 300, 400) if c <= max(args.calls, args.fixed_calls)})
     print(f"{args.method}; varying: {args.calls} calls, random HxW in [{args.lo}, {args.hi}]; fixed: "
           f"{args.fixed_calls} calls at {args.hi}x{args.hi}; {args.threads} threads; RSS in MB after the call\n")
@@ -125,7 +164,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             w.writerow(["call"] + list(columns))
             for i in range(max(args.calls, args.fixed_calls)):
                 w.writerow([i + 1] + [f"{columns[k][i]:.1f}" if i < len(columns[k]) else "" for k in columns])
-    return 0
 
 
 if __name__ == "__main__":

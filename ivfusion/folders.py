@@ -340,9 +340,10 @@ def fuse_dir(
     leaves a partial image under an output name; the temporaries a killed run left are deleted by the
     next run. When no output can be written (no permission, a read-only or full disk) the run stops
     with that ``OSError``, naming the file; the outputs written so far stay (``existing="skip"``
-    resumes). Worker processes exit when this process dies, even by ``SIGKILL``. A pair that fails (unreadable file, size
-    mismatch) is recorded in ``report.failed`` and the others continue; unmatched files are listed
-    in ``report.unmatched_ir`` / ``report.unmatched_vis``.
+    resumes). Worker processes exit when this process dies, even by ``SIGKILL``. A pair that fails
+    (unreadable file, size mismatch) is recorded in ``report.failed`` and the others continue;
+    unmatched files are listed in ``report.unmatched_ir`` / ``report.unmatched_vis``.
+    ``ir_dir`` and ``vis_dir`` being the same folder is a ``ValueError``.
     """
     if existing not in ("error", "skip", "overwrite"):
         raise ValueError(f"existing must be 'error', 'skip' or 'overwrite', got {existing!r}")

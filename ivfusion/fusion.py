@@ -428,6 +428,9 @@ def fuse(
             so a video sequence keeps a constant mapping).
         weights: networks only: ``None`` (the method's pretrained default), a weight name from the
             manifest, a path to a ``.safetensors`` file, or ``"random"`` (untrained; tests only).
+            A file that is a copy of a manifest weight's release (its metadata names the weight and
+            its header is the release's) must match the manifest's SHA-256 (``ChecksumError``);
+            a file changed on disk is loaded again on the next call.
         precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``. Default: fp16 autocast on CUDA for
             networks that are safe in half precision; on CPUs with native bf16 (AVX512-BF16, AMX,
             Arm BF16) bf16 autocast for the networks whose bf16 error on the validation pairs stays
@@ -454,7 +457,8 @@ def fuse(
         TypeError: unsupported input type or dtype.
         FileNotFoundError: a path that does not exist.
         IsADirectoryError: a path that is a directory.
-        RuntimeError: a network whose pretrained weights are not available.
+        RuntimeError: a network whose pretrained weights are not available
+            (``ivfusion.pretrained.ChecksumError``, a ``RuntimeError``: a damaged weight file).
         MemoryError: a network cannot fit even a 256-pixel tile in the memory left on the CPU.
     """
     _check_layout_args(resize, tile_size, tile_overlap)

@@ -489,6 +489,7 @@ def test_no_world_writable_file_from_concurrent_atomic_writes(tmp_path):
     assert errors == []
     assert bad == [], f"{len(bad)} of {created[0]} files created by the other thread were world-writable"
     assert created[0] > 0
+    print(f"{UMASK_WRITES} atomic writes, {created[0]} files created by the other thread meanwhile, none world-writable")
     modes = {stat.S_IMODE(p.stat().st_mode) for p in atomic_dir.iterdir()}
     assert modes == {0o644}, modes
 
