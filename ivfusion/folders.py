@@ -15,7 +15,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -224,7 +224,7 @@ class _Fuser:
         return [_reattach_colour(fused[i], item[2]) for i, item in enumerate(group)]
 
     def fuse_stream(self, items: Iterator[Any], batch_size: int
-                    ) -> Iterator[Tuple[str, Path, Optional[np.ndarray], Optional[str]]]:
+                    ) -> Generator[Tuple[str, Path, Optional[np.ndarray], Optional[str]], None, None]:
         """``(stem, target, image or None, error or None)`` for decoded items, fused in same-size batches."""
         for batch in _same_size_batches(items, batch_size):
             if batch[0][2] is None:
@@ -275,15 +275,15 @@ def _pipeline(items: Sequence[Tuple[str, Path, Path, Path]], fuser: _Fuser, work
     than one pair on several threads); otherwise the workers decode and this process fuses (a GPU)."""
     dev = fuser.build()[4]
     source = _PairSource(items, fuser.kwargs.get("resize"), fuser.kwargs.get("ir_range"))
+    if workers > 0 and dev.type == "cpu":
+        loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=workers,
+                            collate_fn=_FuseInWorker(fuser, batch_size), prefetch_factor=2,
+                            worker_init_fn=die_with_parent())
+        results: Generator[Any, None, None] = (r for batch in loader for r in batch)
+    else:
+        results = fuser.fuse_stream(_decoded(source, workers), batch_size)
     writer = _Writer(queue_size)
     try:
-        if workers > 0 and dev.type == "cpu":
-            loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                collate_fn=_FuseInWorker(fuser, batch_size), prefetch_factor=2,
-                                worker_init_fn=die_with_parent())
-            results: Iterator[Any] = (r for batch in loader for r in batch)
-        else:
-            results = fuser.fuse_stream(_decoded(source, workers), batch_size)
         for stem, target, image, error in results:
             if error is not None:
                 report.failed.append((stem, error))
@@ -291,9 +291,15 @@ def _pipeline(items: Sequence[Tuple[str, Path, Path, Path]], fuser: _Fuser, work
                 writer.put(stem, target, image)
             bar.update(1)
     finally:
-        writer.close()
-        report.written.extend(writer.written)
-        report.failed.extend(writer.failed)
+        # Stopped early (a fatal write error, an interrupt): close the stream now, which drops the
+        # loader's iterator and so shuts its workers down. Left to the garbage collector, the
+        # iterator's queues can be finalised before it, and each worker then waits out a 5 s timeout.
+        try:
+            results.close()
+        finally:
+            writer.close()
+            report.written.extend(writer.written)
+            report.failed.extend(writer.failed)
 
 
 def fuse_dir(

@@ -78,3 +78,14 @@ def smooth_image(rng: np.random.Generator, h: int, w: int, channels: int = 0) ->
     arr = up.permute(1, 2, 0).numpy() if channels else up[0].numpy()
     noise = rng.normal(0, 0.03, arr.shape)
     return np.clip((arr + noise) * 255, 0, 255).round().astype(np.uint8)
+
+
+@pytest.fixture
+def pair_files(tmp_path, rng) -> tuple:
+    """(ir_path, vis_path): a small grey PNG and a colour JPEG of the same size (30x44) in ``tmp_path``."""
+    from ivfusion.io import write_image
+
+    ir, vis = tmp_path / "ir.png", tmp_path / "vis.jpg"
+    write_image(ir, smooth_image(rng, 30, 44))
+    write_image(vis, smooth_image(rng, 30, 44, channels=3))
+    return ir, vis

@@ -15,14 +15,6 @@ from ivfusion.io import read_image, write_image
 from .conftest import REPO_ROOT, signal_at_marker, smooth_image
 
 
-@pytest.fixture
-def pair_files(tmp_path, rng):
-    ir, vis = tmp_path / "ir.png", tmp_path / "vis.jpg"
-    write_image(ir, smooth_image(rng, 30, 44))
-    write_image(vis, smooth_image(rng, 30, 44, channels=3))
-    return ir, vis
-
-
 def test_fuse_single_pair(pair_files, tmp_path, capsys):
     ir, vis = pair_files
     out = tmp_path / "fused.png"

@@ -7,10 +7,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import multiprocessing
 import os
 import shutil
 import signal
 import stat
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -38,14 +40,6 @@ def one_error_line(err: str, *needles: str) -> None:
     assert "Traceback" not in err
     for needle in needles:
         assert needle in err, err
-
-
-@pytest.fixture
-def pair(tmp_path, rng):
-    ir, vis = tmp_path / "ir.png", tmp_path / "vis.png"
-    write_image(ir, smooth_image(rng, 30, 44))
-    write_image(vis, smooth_image(rng, 30, 44, channels=3))
-    return ir, vis
 
 
 # ------------------------------------------------------------------------------------ mounts and privileges
@@ -131,7 +125,7 @@ def test_heap_stays_bounded_when_sizes_vary_and_is_kept_at_a_fixed_size():
     assert fixed[-1]["trims"] == 0  # a loop at one size keeps the cache it reuses: its speed is kept
     settled = [c["rss"] for c in fixed[3:]]
     assert max(settled) - min(settled) < 0.1 * max(settled)
-    varying = _heap_loop("varying", 50, 64, 256)
+    varying = _heap_loop("varying", 30, 64, 256)  # without the bound: 182 MB added > 1.5 x 57 MB
     assert varying[-1]["trims"] >= 1
     # After every call the resident memory added since the base (the start, or the last trim) is
     # within BOUND_FACTOR times the largest growth one call caused (64 MiB at least).
@@ -139,6 +133,11 @@ def test_heap_stays_bounded_when_sizes_vary_and_is_kept_at_a_fixed_size():
     for i, c in enumerate(varying):
         added = c["rss"] - c["base"]
         assert added <= max(heap.BOUND_FACTOR * c["largest"], heap._MIN_TRIM_BYTES), (i, added, c)
+    # the criterion: the varying-size loop stays within 1.5x the fixed-size loop's plateau at
+    # the largest size (here a loose check, as the process's own memory dominates at 256 px; the
+    # 400-call, 200-640 px measurement is benchmarks/heap_bound.py's)
+    plateau = statistics.median(c["rss"] for c in fixed[len(fixed) // 2:])
+    assert max(c["rss"] for c in varying) <= 1.5 * plateau, (max(c["rss"] for c in varying), plateau)
 
 
 # ------------------------------------------------------------------------------------ 2. weights by path
@@ -326,8 +325,8 @@ def test_die_with_parent_in_a_worker_runs_the_chained_init():
 # ------------------------------------------------------------------------------------ 4. output errors
 
 
-def test_non_writable_output_folder_is_one_line(pair, read_only_folder, tmp_path):
-    ir, vis = pair
+def test_non_writable_output_folder_is_one_line(pair_files, read_only_folder, tmp_path):
+    ir, vis = pair_files
     proc = run_cli(["fuse", ir, vis, "-o", read_only_folder / "o.png", "-m", "average"])
     assert proc.returncode == 1
     one_error_line(proc.stderr, "cannot write", str(read_only_folder / "o.png"), "Permission denied")
@@ -351,8 +350,8 @@ def test_fuse_video_non_writable_output_folder_is_one_line(read_only_folder, tmp
     assert list(read_only_folder.iterdir()) == []
 
 
-def test_output_path_that_is_a_directory_is_one_line_even_with_overwrite(pair, tmp_path, capsys, rng):
-    ir, vis = pair
+def test_output_path_that_is_a_directory_is_one_line_even_with_overwrite(pair_files, tmp_path, capsys, rng):
+    ir, vis = pair_files
     folder = tmp_path / "outdir.png"
     folder.mkdir()
     for extra in ([], ["--overwrite"]):
@@ -396,6 +395,9 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys):
             assert code == 1
             one_error_line(capsys.readouterr().err, "cannot write", "No space left on device")
             assert [p.name for p in (disk / "batch").iterdir() if p.name.startswith(".")] == []
+            # the workers are shut down when the run stops, not when the garbage collector finds
+            # the loader (then each waited out a 5 s timeout)
+            assert multiprocessing.active_children() == []
 
 
 def test_fuse_video_full_disk_is_one_line(tmp_path, rng, capsys):
@@ -410,8 +412,8 @@ def test_fuse_video_full_disk_is_one_line(tmp_path, rng, capsys):
         assert list(disk.iterdir()) == []
 
 
-def test_read_only_file_system_is_one_line(pair, tmp_path, capsys):
-    ir, vis = pair
+def test_read_only_file_system_is_one_line(pair_files, tmp_path, capsys):
+    ir, vis = pair_files
     with tmpfs(tmp_path / "ro", "ro,size=64k") as disk:
         assert main(["fuse", str(ir), str(vis), "-o", str(disk / "o.png"), "-m", "average"]) == 1
         one_error_line(capsys.readouterr().err, "cannot write", "Read-only file system")
@@ -432,9 +434,11 @@ def _frame_folders(tmp_path: Path, rng, n: int, size=(32, 48), noise: bool = Fal
 
 # ------------------------------------------------------------------------------------ 5. umask
 
-#: Atomic writes in the suite's race test; the issue's 100,000 (``IVFUSION_UMASK_WRITES=100000``)
-#: was run once outside the suite (see benchmarks/README.md).
-UMASK_WRITES = int(os.environ.get("IVFUSION_UMASK_WRITES", "10000"))
+#: Atomic writes in the suite's race test. On a disk the old code (umask 0 for a moment) gave 68
+#: world-writable files in 100,000 writes, so 5,000 miss it about 3 % of the time; the deterministic
+#: check is test_atomic_writes_never_change_the_umask. The issue's 100,000 (``IVFUSION_UMASK_WRITES=100000``)
+#: were run outside the suite (docs/reliability.md).
+UMASK_WRITES = int(os.environ.get("IVFUSION_UMASK_WRITES", "5000"))
 
 
 def test_atomic_writes_never_change_the_umask(tmp_path, monkeypatch):
@@ -489,7 +493,8 @@ def test_no_world_writable_file_from_concurrent_atomic_writes(tmp_path):
     assert errors == []
     assert bad == [], f"{len(bad)} of {created[0]} files created by the other thread were world-writable"
     assert created[0] > 0
-    print(f"{UMASK_WRITES} atomic writes, {created[0]} files created by the other thread meanwhile, none world-writable")
+    print(f"{UMASK_WRITES} atomic writes, {created[0]} files created by the other thread meanwhile, "
+          "none world-writable")
     modes = {stat.S_IMODE(p.stat().st_mode) for p in atomic_dir.iterdir()}
     assert modes == {0o644}, modes
 
@@ -540,8 +545,8 @@ def test_remove_stale_temporaries_keeps_a_running_writers_file(tmp_path):
     assert files["live"].exists() and files["other"].exists()
 
 
-def test_a_directory_given_as_an_image_says_so(tmp_path, pair, capsys):
-    ir, vis = pair
+def test_a_directory_given_as_an_image_says_so(tmp_path, pair_files, capsys):
+    ir, vis = pair_files
     folder = tmp_path / "somedir"
     folder.mkdir()
     with pytest.raises(IsADirectoryError, match=r"ir: '.*somedir' is a directory, not an image file"):
@@ -550,12 +555,13 @@ def test_a_directory_given_as_an_image_says_so(tmp_path, pair, capsys):
     one_error_line(capsys.readouterr().err, "vis:", "is a directory")
 
 
-def test_option_of_the_wrong_type_is_named(pair, tmp_path, capsys):
-    ir, vis = pair
+def test_option_of_the_wrong_type_is_named(pair_files, tmp_path, capsys):
+    ir, vis = pair_files
     assert main(["fuse", str(ir), str(vis), "-o", str(tmp_path / "o.png"), "-m", "laplacian", "-O", "levels=abc"]) == 1
     one_error_line(capsys.readouterr().err, "option levels must be an integer, got 'abc'")
     a = smooth_image(np.random.default_rng(0), 24, 24)
-    for method, key, value, kind in [("laplacian", "levels", 2.5, "an integer"), ("laplacian", "levels", True, "an integer"),
+    for method, key, value, kind in [("laplacian", "levels", 2.5, "an integer"),
+                                     ("laplacian", "levels", True, "an integer"),
                                      ("guided", "eps1", "x", "a finite number"),
                                      ("guided", "eps2", float("nan"), "a finite number")]:
         with pytest.raises(ValueError, match=f"method '{method}': option {key} must be {kind}"):
@@ -578,8 +584,8 @@ def test_empty_array_is_a_clear_value_error(shape):
         ivfusion.fuse(ok, torch.zeros((1,) + shape[:2]), "average")
 
 
-def test_same_file_as_infrared_and_visible_is_rejected(pair, tmp_path, capsys):
-    ir, vis = pair
+def test_same_file_as_infrared_and_visible_is_rejected(pair_files, tmp_path, capsys):
+    ir, vis = pair_files
     link = tmp_path / "link.png"
     link.symlink_to(ir)
     for other in (ir, link, tmp_path / "x" / ".." / ir.name):
