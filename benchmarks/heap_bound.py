@@ -125,6 +125,22 @@ def speed_table(args: argparse.Namespace, trees) -> None:
         print(f"| {code} | {reuse} | {v:.1f} | {f:.3f} | {v / v0:.2f} | {f / f0:.2f} |", flush=True)
 
 
+def _summary(code: str, results: Dict[str, Dict[str, object]]) -> str:
+    """One code's ratios: each varying loop's max RSS to the fixed loop's plateau (heap reuse on: the
+    median RSS over its second half), and the fixed-size speed with reuse off against on."""
+    fixed = results[f"{code} on fixed"]["rss"]
+    plateau = statistics.median(fixed[len(fixed) // 2:])
+    lines = []
+    for reuse in ("on", "off"):
+        var_max = max(results[f"{code} {reuse} varying"]["rss"])
+        lines.append(f"{code}, heap reuse {reuse}: varying max RSS / fixed plateau (reuse on) = {var_max:.0f} / "
+                     f"{plateau:.0f} = {var_max / plateau:.2f}")
+    speed = (statistics.median(results[f"{code} off fixed"]["secs"])
+             / statistics.median(results[f"{code} on fixed"]["secs"]))
+    lines.append(f"{code}: fixed-size median s/call, reuse off / on = {speed:.2f}")
+    return "\n".join(lines)
+
+
 def rss_table(args: argparse.Namespace, trees) -> None:
     marks = sorted({c for c in (1, 10, 50, 100, 200, 300, 400) if c <= max(args.calls, args.fixed_calls)})
     print(f"{args.method}; varying: {args.calls} calls, random HxW in [{args.lo}, {args.hi}]; fixed: "
@@ -133,7 +149,8 @@ def rss_table(args: argparse.Namespace, trees) -> None:
           + " | max RSS | peak (VmHWM) | trims | median s/call |")
     print("|---|---|---|" + "---:|" * (len(marks) + 4))
     columns: Dict[str, List[float]] = {}
-    results = {}
+    results: Dict[str, Dict[str, object]] = {}
+    summaries: List[str] = []
     for code, tree in trees:
         for reuse in (True, False):
             for varying in (True, False):
@@ -147,17 +164,10 @@ def rss_table(args: argparse.Namespace, trees) -> None:
                 print(f"| {code} | {'on' if reuse else 'off'} | {'varying' if varying else f'{args.hi}x{args.hi}'} | "
                       + " | ".join(f"{rss[c - 1]:.0f}" if c <= n else "" for c in marks)
                       + f" | {max(rss):.0f} | {r['hwm']:.0f} | {trims} | {statistics.median(secs):.3f} |", flush=True)
+        summaries.append(_summary(code, results))
+        print(summaries[-1], file=sys.stderr, flush=True)  # now, too: a long run may be cut short
     print()
-    for code, _ in trees:
-        fixed = results[f"{code} on fixed"]["rss"]
-        plateau = statistics.median(fixed[len(fixed) // 2:])
-        for reuse in ("on", "off"):
-            var_max = max(results[f"{code} {reuse} varying"]["rss"])
-            print(f"{code}, heap reuse {reuse}: varying max RSS / fixed plateau (reuse on) = {var_max:.0f} / "
-                  f"{plateau:.0f} = {var_max / plateau:.2f}")
-        speed = (statistics.median(results[f"{code} off fixed"]["secs"])
-                 / statistics.median(results[f"{code} on fixed"]["secs"]))
-        print(f"{code}: fixed-size median s/call, reuse off / on = {speed:.2f}")
+    print("\n".join(summaries))
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             w = csv.writer(fh)
