@@ -125,7 +125,7 @@ def test_heap_stays_bounded_when_sizes_vary_and_is_kept_at_a_fixed_size():
     assert fixed[-1]["trims"] == 0  # a loop at one size keeps the cache it reuses: its speed is kept
     settled = [c["rss"] for c in fixed[3:]]
     assert max(settled) - min(settled) < 0.1 * max(settled)
-    varying = _heap_loop("varying", 30, 64, 256)  # without the bound: 182 MB added > 1.5 x 57 MB
+    varying = _heap_loop("varying", 30, 64, 256)  # without the bound: 182 MB added > 1.25 x 57 MB
     assert varying[-1]["trims"] >= 1
     # After every call the resident memory added since the base (the start, or the last trim) is
     # within BOUND_FACTOR times the largest growth one call caused (64 MiB at least).
