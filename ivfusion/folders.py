@@ -15,7 +15,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -38,7 +38,17 @@ from .fusion import (
     fuse,
     resolve_alignment,
 )
-from .io import is_same_file, pair_files, to_chw_tensor, write_atomic, write_image
+from ._workers import die_with_parent
+from .io import (
+    check_writable_folder,
+    is_same_file,
+    is_write_fatal,
+    pair_files,
+    remove_stale_temporaries,
+    to_chw_tensor,
+    write_atomic,
+    write_image,
+)
 from .registration import MODELS as REGISTRATION_MODELS
 from .registration import Registration, register_pairs
 
@@ -123,7 +133,7 @@ def _decoded(source: _PairSource, workers: int) -> Iterator[Tuple[str, Path, Opt
     if workers == 0:
         return (source[i] for i in range(len(source)))
     loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
-                        prefetch_factor=2)
+                        prefetch_factor=2, worker_init_fn=die_with_parent())
     return iter(loader)
 
 
@@ -171,7 +181,12 @@ class _Writer:
             stem, target, image = item
             try:
                 self.written.append(write_image(target, image))
-            except (ValueError, TypeError, OSError) as exc:
+            except OSError as exc:
+                if is_write_fatal(exc):
+                    self.error = exc  # no output can be written: stop the run
+                else:
+                    self.failed.append((stem, str(exc)))
+            except (ValueError, TypeError) as exc:
                 self.failed.append((stem, str(exc)))
             except BaseException as exc:  # re-raised in the calling thread
                 self.error = exc
@@ -222,7 +237,7 @@ class _Fuser:
         return [_reattach_colour(fused[i], item[2]) for i, item in enumerate(group)]
 
     def fuse_stream(self, items: Iterator[Any], batch_size: int
-                    ) -> Iterator[Tuple[str, Path, Optional[np.ndarray], Optional[str]]]:
+                    ) -> Generator[Tuple[str, Path, Optional[np.ndarray], Optional[str]], None, None]:
         """``(stem, target, image or None, error or None)`` for decoded items, fused in same-size batches."""
         for batch in _same_size_batches(items, batch_size):
             if batch[0][2] is None:
@@ -273,14 +288,15 @@ def _pipeline(items: Sequence[Tuple[str, Path, Path, Path]], fuser: _Fuser, work
     than one pair on several threads); otherwise the workers decode and this process fuses (a GPU)."""
     dev = fuser.build()[4]
     source = _PairSource(items, fuser.kwargs.get("resize"), fuser.kwargs.get("ir_range"), fuser.kwargs.get("align"))
+    if workers > 0 and dev.type == "cpu":
+        loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=workers,
+                            collate_fn=_FuseInWorker(fuser, batch_size), prefetch_factor=2,
+                            worker_init_fn=die_with_parent())
+        results: Generator[Any, None, None] = (r for batch in loader for r in batch)
+    else:
+        results = fuser.fuse_stream(_decoded(source, workers), batch_size)
     writer = _Writer(queue_size)
     try:
-        if workers > 0 and dev.type == "cpu":
-            loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                collate_fn=_FuseInWorker(fuser, batch_size), prefetch_factor=2)
-            results: Iterator[Any] = (r for batch in loader for r in batch)
-        else:
-            results = fuser.fuse_stream(_decoded(source, workers), batch_size)
         for stem, target, image, error in results:
             if error is not None:
                 report.failed.append((stem, error))
@@ -288,25 +304,15 @@ def _pipeline(items: Sequence[Tuple[str, Path, Path, Path]], fuser: _Fuser, work
                 writer.put(stem, target, image)
             bar.update(1)
     finally:
-        writer.close()
-        report.written.extend(writer.written)
-        report.failed.extend(writer.failed)
-
-
-def _remove_stale_temporaries(targets: Sequence[Path]) -> None:
-    """Delete the hidden temporaries (``.<name>.<random>.part<ext>``, see :func:`ivfusion.io.write_atomic`)
-    that a killed run left next to these outputs; nothing else is touched."""
-    by_folder: Dict[Path, set] = {}
-    for t in targets:
-        by_folder.setdefault(t.parent, set()).add(t.name)
-    for folder, names in by_folder.items():
-        if not folder.is_dir():
-            continue
-        for path in folder.glob(".*.part*"):
-            name = path.name[1:]
-            owner = name[: name.rfind(".", 0, name.rfind(".part"))] if ".part" in name else ""
-            if owner in names and path.is_file():
-                path.unlink(missing_ok=True)
+        # Stopped early (a fatal write error, an interrupt): close the stream now, which drops the
+        # loader's iterator and so shuts its workers down. Left to the garbage collector, the
+        # iterator's queues can be finalised before it, and each worker then waits out a 5 s timeout.
+        try:
+            results.close()
+        finally:
+            writer.close()
+            report.written.extend(writer.written)
+            report.failed.extend(writer.failed)
 
 
 def _rig_registration(align: Any, pairs: Sequence[Tuple[str, Path, Path]], n: int, ir_range: Any
@@ -370,9 +376,13 @@ def fuse_dir(
     gloo) and writes its own outputs; the returned report is merged over all ranks on every rank.
 
     Each output is written atomically (temporary name, then rename), so an interrupted run never
-    leaves a partial image under an output name. A pair that fails (unreadable file, size
-    mismatch) is recorded in ``report.failed`` and the others continue; unmatched files are listed
-    in ``report.unmatched_ir`` / ``report.unmatched_vis``.
+    leaves a partial image under an output name; the temporaries a killed run left are deleted by the
+    next run. When no output can be written (no permission, a read-only or full disk) the run stops
+    with that ``OSError``, naming the file; the outputs written so far stay (``existing="skip"``
+    resumes). Worker processes exit when this process dies, even by ``SIGKILL``. A pair that fails
+    (unreadable file, size mismatch) is recorded in ``report.failed`` and the others continue;
+    unmatched files are listed in ``report.unmatched_ir`` / ``report.unmatched_vis``.
+    ``ir_dir`` and ``vis_dir`` being the same folder is a ``ValueError``.
     """
     if existing not in ("error", "skip", "overwrite"):
         raise ValueError(f"existing must be 'error', 'skip' or 'overwrite', got {existing!r}")
@@ -388,6 +398,9 @@ def fuse_dir(
         raise ValueError(f"align_pairs must be an int >= 1, got {align_pairs!r}")
     if not ext.startswith("."):
         ext = "." + ext
+    if is_same_file(ir_dir, vis_dir):
+        raise ValueError(f"ir_dir and vis_dir are the same folder ({str(ir_dir)!r}): every image would be "
+                         "fused with itself; give the infrared and the visible folders")
     pairs, unmatched_ir, unmatched_vis = pair_files(ir_dir, vis_dir)
     out = Path(out_dir)
     targets = [(stem, ir, vis, out / f"{stem}{ext}") for stem, ir, vis in pairs]
@@ -414,11 +427,13 @@ def fuse_dir(
         # Build the method once (weights, device) so errors surface before any file is written.
         fuser = _Fuser(method, fuse_kwargs)
         fuser.build()
+        if targets:
+            check_writable_folder(out, "out_dir")  # a read-only, full or foreign folder fails here, not per pair
         barrier()  # every rank has checked the outputs before any rank writes one
         local = FuseDirReport()
         todo = []
         mine = shard(targets)
-        _remove_stale_temporaries([t for *_, t in mine])
+        remove_stale_temporaries([t for *_, t in mine])
         for item in mine:
             if existing == "skip" and item[3].exists():
                 local.skipped.append(item[3])
@@ -430,6 +445,8 @@ def fuse_dir(
                     try:
                         local.written.append(write_image(target, fuse(ir, vis, method, **fuse_kwargs)))
                     except (ValueError, TypeError, OSError) as exc:
+                        if isinstance(exc, OSError) and is_write_fatal(exc):
+                            raise
                         local.failed.append((stem, str(exc)))
                     bar.update(1)
             else:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import numbers
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +27,11 @@ from .io import (
     ImageLike,
     from_unit_range,
     is_grey,
+    is_same_file,
     to_chw_tensor,
     to_unit_range,
 )
-from .pretrained import default_weight
+from .pretrained import default_weight, file_identity
 from .registration import MODELS as REGISTRATION_MODELS
 from .registration import Registration, register
 from .models import create_model, create_random_model, get_model_info, list_models
@@ -273,8 +276,47 @@ def _check_options(name: str, options: Dict[str, Any], accepted: Sequence[str]) 
         raise ValueError(f"method {name!r} does not accept option(s) {', '.join(unknown)}; accepted: {acc}")
 
 
-@functools.lru_cache(maxsize=8)
+def _check_option_types(name: str, fn: Callable[..., Any], options: Dict[str, Any]) -> None:
+    """Each option of a classical method must be of its default's kind: an integer where the default
+    is an ``int``, a finite real number where it is a ``float``; ``ValueError`` naming the option."""
+    params = inspect.signature(fn).parameters
+    for key, value in options.items():
+        default = params[key].default
+        is_bool = isinstance(value, bool)
+        if isinstance(default, int) and (is_bool or not isinstance(value, numbers.Integral)):
+            raise ValueError(f"method {name!r}: option {key} must be an integer, got {value!r}")
+        if isinstance(default, float) and (is_bool or not isinstance(value, numbers.Real)
+                                           or not np.isfinite(float(value))):
+            raise ValueError(f"method {name!r}: option {key} must be a finite number, got {value!r}")
+
+
+def _check_distinct_inputs(ir: Any, vis: Any) -> None:
+    """``ValueError`` when ``ir`` and ``vis`` are paths to the same file (or folder): a slip that would
+    otherwise fuse an image with itself and return something that looks plausible. Arrays, images and
+    tensors are not compared (pass one array twice to fuse an image with itself on purpose)."""
+    if isinstance(ir, (str, os.PathLike)) and isinstance(vis, (str, os.PathLike)) and is_same_file(ir, vis):
+        raise ValueError(f"ir and vis are the same file ({str(ir)!r}); give the infrared and the visible "
+                         "image (to fuse an image with itself on purpose, pass its array twice)")
+
+
+_MODEL_LOCK = threading.Lock()
+
+
 def _cached_model(method: str, weights: Optional[str], device: str, dtype: torch.dtype) -> torch.nn.Module:
+    """The network of ``(method, weights)`` on ``device``, built once per process (8 kept).
+
+    A weight file given by path is cached under its identity (inode, size, modification and change
+    times), so a file replaced or rewritten in place is loaded (and checked) again. One lock around
+    the cache: threads that start together on a cold cache load the network once, not each."""
+    identity = file_identity(weights) if weights is not None and os.path.isfile(weights) else None
+    with _MODEL_LOCK:
+        return _load_model(method, weights, device, dtype, identity)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_model(method: str, weights: Optional[str], device: str, dtype: torch.dtype,
+                identity: Optional[Tuple[Any, ...]]) -> torch.nn.Module:
+    del identity  # part of the cache key only
     if weights == "random":
         model = create_random_model(method)
     else:
@@ -338,6 +380,7 @@ def _method_fn(
         m = CLASSICAL_METHODS[method]
         params = list(inspect.signature(m.fn).parameters)[2:]
         _check_options(method, options, params)
+        _check_option_types(method, m.fn, options)
         if weights is not None:
             raise ValueError(f"weights: method {method!r} is classical and takes no weights")
         dtype = _resolve_precision(precision, device, half_ok=False)
@@ -466,6 +509,9 @@ def fuse(
             so a video sequence keeps a constant mapping).
         weights: networks only: ``None`` (the method's pretrained default), a weight name from the
             manifest, a path to a ``.safetensors`` file, or ``"random"`` (untrained; tests only).
+            A file that is a copy of a manifest weight's release (its metadata names the weight and
+            its header is the release's) must match the manifest's SHA-256 (``ChecksumError``);
+            a file changed on disk is loaded again on the next call.
         precision: ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``. Default: fp16 autocast on CUDA for
             networks that are safe in half precision; on CPUs with native bf16 (AVX512-BF16, AMX,
             Arm BF16) bf16 autocast for the networks whose bf16 error on the validation pairs stays
@@ -493,14 +539,18 @@ def fuse(
         -> ``uint16``, float -> ``float32`` in [0, 1].
 
     Raises:
-        ValueError: unknown method or option, size mismatch, bad ``resize``/``ir_range``/``device``,
-            float data outside [0, 1], a registration made for other image sizes.
+        ValueError: unknown method or option, an option of the wrong type, size mismatch, bad
+            ``resize``/``ir_range``/``device``, float data outside [0, 1], an empty image (0 pixels),
+            ``ir`` and ``vis`` paths naming the same file, a registration made for other image sizes.
         TypeError: unsupported input type or dtype.
         FileNotFoundError: a path that does not exist.
-        RuntimeError: a network whose pretrained weights are not available.
+        IsADirectoryError: a path that is a directory.
+        RuntimeError: a network whose pretrained weights are not available
+            (``ivfusion.pretrained.ChecksumError``, a ``RuntimeError``: a damaged weight file).
         MemoryError: a network cannot fit even a 256-pixel tile in the memory left on the CPU.
     """
     _check_layout_args(resize, tile_size, tile_overlap)
+    _check_distinct_inputs(ir, vis)
     _check_align_resize(align, resize)
     fn, multiple, dtype, pixelwise, dev = _build_method(method, weights, device, precision, options, backend)
 
@@ -538,7 +588,7 @@ def _run(
     if device.type == "cuda":
         ir = ir.contiguous(memory_format=torch.channels_last)
         vis = vis.contiguous(memory_format=torch.channels_last)
-    heap = heap_reuse() if device.type == "cpu" else contextlib.nullcontext()
+    heap = heap_reuse((method, tuple(ir.shape), dtype)) if device.type == "cpu" else contextlib.nullcontext()
     with heap, _autocast(device, dtype):
         if tile_size is not None and (h > tile_size or w > tile_size):
             out = tiled_apply(fn, ir, vis, tile_size=tile_size, overlap=tile_overlap, size_multiple=multiple)

@@ -9,11 +9,12 @@ and back.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,6 +32,11 @@ __all__ = [
     "write_image",
     "save_image",
     "write_atomic",
+    "temporary_path",
+    "remove_stale_temporaries",
+    "check_output_file",
+    "check_writable_folder",
+    "is_write_fatal",
     "is_same_file",
     "images_by_stem",
     "pair_files",
@@ -66,9 +72,12 @@ def read_image(path: Union[str, os.PathLike], *, name: str = "image") -> np.ndar
 
     Raises:
         FileNotFoundError: the file does not exist.
+        IsADirectoryError: the path is a directory.
         ValueError: the file is not a readable image.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{name}: {str(path)!r} is a directory, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"{name}: no such file: {str(path)!r}")
     try:
@@ -99,17 +108,27 @@ def pil_to_array(img: Image.Image, *, name: str = "image") -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def _check_not_empty(chw_shape: Sequence[int], given: Sequence[int], name: str, what: str) -> None:
+    if chw_shape[-2] == 0 or chw_shape[-1] == 0:
+        raise ValueError(f"{name}: empty image: {what} of shape {tuple(given)} has "
+                         f"{chw_shape[-2]}x{chw_shape[-1]} (HxW) pixels; expected at least 1x1")
+
+
 def _array_to_chw(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim == 2:
-        return arr[None]
-    if arr.ndim == 3 and arr.shape[2] in (1, 3):
-        return np.moveaxis(arr, 2, 0)
-    raise ValueError(
-        f"{name}: expected an array of shape HxW, HxWx1 or HxWx3, got {arr.shape}"
-    )
+        chw = arr[None]
+    elif arr.ndim == 3 and arr.shape[2] in (1, 3):
+        chw = np.moveaxis(arr, 2, 0)
+    else:
+        raise ValueError(
+            f"{name}: expected an array of shape HxW, HxWx1 or HxWx3, got {arr.shape}"
+        )
+    _check_not_empty(chw.shape, arr.shape, name, "array")
+    return chw
 
 
 def _tensor_to_chw(t: torch.Tensor, name: str) -> torch.Tensor:
+    given = tuple(t.shape)
     if t.ndim == 4 and t.shape[0] == 1:
         t = t[0]
     if t.ndim == 2:
@@ -119,6 +138,7 @@ def _tensor_to_chw(t: torch.Tensor, name: str) -> torch.Tensor:
             f"{name}: expected a tensor of shape HxW, CxHxW or 1xCxHxW with C in (1, 3), "
             f"got {tuple(t.shape)}"
         )
+    _check_not_empty(t.shape, given, name, "tensor")
     return t
 
 
@@ -141,8 +161,9 @@ def to_chw_tensor(image: ImageLike, *, name: str = "image") -> Tuple[torch.Tenso
 
     Raises:
         TypeError: unsupported Python type or dtype.
-        ValueError: unsupported shape.
+        ValueError: unsupported shape, or no pixels (a height or width of 0).
         FileNotFoundError: a path that does not exist.
+        IsADirectoryError: a path that is a directory.
     """
     if isinstance(image, (str, os.PathLike)):
         image = read_image(image, name=name)
@@ -269,33 +290,150 @@ def _pil_for_array(arr: np.ndarray) -> Image.Image:
     raise TypeError(f"cannot write an image of dtype {arr.dtype}")
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def temporary_path(path: Union[str, os.PathLike], suffix: str = ".part") -> Path:
+    """Create an empty hidden file next to ``path`` for an atomic write and return its path.
+
+    The name is ``.<name>.<pid>-<random><suffix>``: the writer's process id lets
+    :func:`remove_stale_temporaries` tell the leftovers of a killed writer from a running one's.
+    The file is created with ``os.open(..., 0o666)``, so the kernel gives it the mode every new
+    file gets (``0666`` less the umask, or the folder's default ACL); the process umask is never
+    read or changed (changing it, even briefly, races with files other threads create).
+    """
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, f"no free temporary name next to {str(path)!r}")
+
+
+def _temporary_owner(name: str) -> Tuple[Optional[str], Optional[int]]:
+    """``(output name, writer pid or None)`` of a temporary's file name, ``(None, None)`` if it is not one."""
+    if not name.startswith("."):
+        return None, None
+    rest = name[1:]
+    end = rest.rfind(".part")
+    dot = rest.rfind(".", 0, end) if end > 0 else -1
+    if dot <= 0:
+        return None, None
+    pid, sep, _ = rest[dot + 1:end].partition("-")
+    return rest[:dot], int(pid) if sep and pid.isdigit() else None
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's), or cannot tell: keep its file
+    return True
+
+
+def remove_stale_temporaries(targets: Iterable[Union[str, os.PathLike]]) -> List[Path]:
+    """Delete the hidden temporaries of these outputs (see :func:`temporary_path`) that a killed
+    writer left behind: those of processes that no longer exist, and those of the older naming
+    (``.<name>.<random>.part<ext>``, no process id). A running writer's temporary and every other
+    file are left alone. Returns the files deleted."""
+    by_folder: Dict[Path, set] = {}
+    for target in targets:
+        target = Path(target)
+        by_folder.setdefault(target.parent, set()).add(target.name)
+    removed: List[Path] = []
+    for folder, names in by_folder.items():
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(".*.part*"):
+            owner, pid = _temporary_owner(path.name)
+            if owner in names and (pid is None or not _process_alive(pid)) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _write_error(path: Path, exc: OSError) -> OSError:
+    """``exc`` reworded to name the output ``path`` (not its temporary); the errno, and so the
+    subclass (``PermissionError``, ``IsADirectoryError`` ...), is kept."""
+    reason = exc.strerror or str(exc)
+    message = f"cannot write {str(path)!r}: {reason}"
+    if exc.errno is not None:
+        return OSError(exc.errno, message)
+    try:
+        return type(exc)(message)
+    except TypeError:  # a subclass with another constructor
+        return OSError(message)
+
+
+#: ``errno`` values after which no other file of the same folder can be written either.
+_FATAL_WRITE_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM") if hasattr(errno, name)
+)
+
+
+def is_write_fatal(exc: OSError) -> bool:
+    """Whether a failed write means the next ones will fail too (no space or quota, a read-only
+    file system, no permission), so that a loop over many outputs should stop rather than fail
+    each in turn."""
+    return exc.errno in _FATAL_WRITE_ERRNOS
+
+
+def check_writable_folder(folder: Union[str, os.PathLike], name: str = "folder") -> Path:
+    """Create ``folder`` if needed and check that a file can be created in it (and removed), so a
+    loop over many outputs fails before its first one. ``OSError`` naming ``name`` and the folder
+    otherwise (the subclass and errno of the cause)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary_path(folder / ".ivfusion-write-check").unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        message = f"{name}: cannot write into {str(folder)!r}: {reason}"
+        raise (OSError(exc.errno, message) if exc.errno is not None else OSError(message)) from exc
+    return folder
+
+
+def check_output_file(path: Union[str, os.PathLike]) -> Path:
+    """``path`` as a :class:`~pathlib.Path`; ``IsADirectoryError`` naming it when it is a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {str(path)!r}: it is a directory; give a file path")
+    return path
 
 
 def write_atomic(path: Union[str, os.PathLike], write: Callable[[str], None], *, suffix: str = ".part") -> Path:
-    """Create or replace ``path`` atomically: ``write(tmp)`` fills a temporary file next to ``path``,
-    which is then flushed to disk and renamed over ``path``.
+    """Create or replace ``path`` atomically: ``write(tmp)`` fills a temporary file next to ``path``
+    (:func:`temporary_path`), which is then flushed to disk and renamed over ``path``.
 
     An interrupted or failing ``write`` never leaves a partial file under ``path`` (the temporary
     file is removed). The file gets the usual mode (``0666`` less the umask). ``suffix`` ends the
     temporary name (writers that pick a format from the extension need it, e.g. ``".part.png"``).
+
+    Raises:
+        OSError: the file cannot be written (a read-only or full disk, no permission, ``path`` is a
+            directory ...): the same subclass and errno, with a message naming ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    path = check_output_file(path)
     try:
-        write(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_path(path, suffix)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    try:
+        write(str(tmp))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from exc
         raise
     return path
 
@@ -307,7 +445,7 @@ def write_image(path: Union[str, os.PathLike], image: np.ndarray) -> Path:
     ``uint16`` arrays are written as they are; float arrays in [0, 1] are stored as 8-bit.
     The format follows the extension of ``path``.
     """
-    path = Path(path)
+    path = check_output_file(path)
     ext = path.suffix.lower()
     fmt = Image.registered_extensions().get(ext)
     if fmt is None:

@@ -3,7 +3,10 @@ tests that need it skip when it is absent."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -17,6 +20,24 @@ VAL_DIR = SHARED / "data" / "ivif" / "val" / "roadscene"
 REFERENCE_DIR = SHARED / "reference"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def signal_at_marker(code: str, args: Sequence[str], marker: str, sig: int, timeout: float = 60
+                     ) -> subprocess.Popen:
+    """Run ``python -c code *args``, wait until it prints the line ``marker``, send it ``sig`` and
+    wait for it to end; the finished process (killed for good if it lingers)."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == marker, (line, proc.stderr.read()[-2000:] if proc.poll() is not None else "")
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc
 
 
 def require(path: Path) -> Path:
@@ -78,3 +99,14 @@ def smooth_image(rng: np.random.Generator, h: int, w: int, channels: int = 0) ->
     arr = up.permute(1, 2, 0).numpy() if channels else up[0].numpy()
     noise = rng.normal(0, 0.03, arr.shape)
     return np.clip((arr + noise) * 255, 0, 255).round().astype(np.uint8)
+
+
+@pytest.fixture
+def pair_files(tmp_path, rng) -> tuple:
+    """(ir_path, vis_path): a small grey PNG and a colour JPEG of the same size (30x44) in ``tmp_path``."""
+    from ivfusion.io import write_image
+
+    ir, vis = tmp_path / "ir.png", tmp_path / "vis.jpg"
+    write_image(ir, smooth_image(rng, 30, 44))
+    write_image(vis, smooth_image(rng, 30, 44, channels=3))
+    return ir, vis

@@ -12,15 +12,7 @@ import ivfusion
 from ivfusion.cli import main
 from ivfusion.io import read_image, write_image
 
-from .conftest import REPO_ROOT, smooth_image
-
-
-@pytest.fixture
-def pair_files(tmp_path, rng):
-    ir, vis = tmp_path / "ir.png", tmp_path / "vis.jpg"
-    write_image(ir, smooth_image(rng, 30, 44))
-    write_image(vis, smooth_image(rng, 30, 44, channels=3))
-    return ir, vis
+from .conftest import REPO_ROOT, signal_at_marker, smooth_image
 
 
 def test_fuse_single_pair(pair_files, tmp_path, capsys):
@@ -158,17 +150,8 @@ def test_interrupted_write_leaves_no_partial_output(pair_files, tmp_path, sig):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "fused.png"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_WRITER, "fuse", str(ir), str(vis), "-o", str(out), "-m", "average"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "WRITING"  # the encoder is midway through the file
-        os.kill(proc.pid, sig)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # WRITING: the encoder is midway through the file
+    proc = signal_at_marker(_SLOW_WRITER, ["fuse", ir, vis, "-o", out, "-m", "average"], "WRITING", sig)
     assert proc.returncode != 0
     assert not out.exists()
     leftovers = list(out_dir.iterdir())

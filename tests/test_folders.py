@@ -16,7 +16,7 @@ import torch
 import ivfusion
 from ivfusion.io import write_image
 
-from .conftest import REPO_ROOT, smooth_image
+from .conftest import REPO_ROOT, signal_at_marker, smooth_image
 
 
 def make_folder(root: Path, rng, n: int = 10) -> tuple:
@@ -103,15 +103,7 @@ def test_killed_run_resumes_with_skip_and_leaves_no_partial_file(tmp_path, rng):
     out = tmp_path / "out"
     args = ["fuse", "--ir-dir", str(ir_dir), "--vis-dir", str(vis_dir), "--out-dir", str(out), "-m", "guided",
             "--workers", "2", "--batch-size", "2", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_PIPELINE, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-    try:
-        assert proc.stdout.readline().strip() == "STALLED"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    signal_at_marker(_SLOW_PIPELINE, args, "STALLED", signal.SIGKILL)
     done = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert len(done) == 3 and any(p.name.startswith(".") for p in out.iterdir())  # a stale temporary
     report = ivfusion.fuse_dir(ir_dir, vis_dir, out, "guided", existing="skip", workers=2, batch_size=2)

@@ -3,7 +3,6 @@ fuse/fuse_dir/fuse_video with align=, the CLI, the learned network's plumbing.""
 from __future__ import annotations
 
 import json
-import math
 import warnings
 
 import numpy as np

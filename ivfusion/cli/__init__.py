@@ -5,8 +5,8 @@ declares its arguments and ``_cmd_<name>(args) -> int`` runs it (``_fusion``: fu
 compare; ``_register``: register; ``_weights``: list, samples, weights (and model cards), export;
 ``_train``: eval, train, train-registration; ``_demo``: demo; ``_common``: shared helpers). The work itself
 lives in the library; this package only parses, calls and prints. Expected failures (bad input, missing
-files, unavailable weights) print one line ``ivfusion: error: ...`` and exit with status 1; usage errors
-exit with 2.
+files, unavailable weights) print one line ``ivfusion: error: ...`` and exit with status 1 (so do ``OSError`` of
+input and output files: no permission, a directory, a full or read-only disk); usage errors exit with 2.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import warnings
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .._version import __version__
-from ._common import CLIError, cli_message
+from ._common import CLIError, cli_message, error_line
 from ._demo import _add_demo, _cmd_demo
 from ._fusion import _add_compare, _add_fuse, _add_fuse_video, _cmd_compare, _cmd_fuse, _cmd_fuse_video
 from ._register import _add_register, _cmd_register
@@ -85,9 +85,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return run(args)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"ivfusion: error: {cli_message(message)}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
+        # OSError: input and output files (no permission, a directory, a full or read-only disk ...)
+        print(f"ivfusion: error: {cli_message(error_line(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ivfusion: interrupted", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import textwrap
+from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 #: Width the tables of ``ivfusion list`` and ``ivfusion weights list`` are fitted into.
@@ -25,6 +26,24 @@ def cli_message(text: str) -> str:
     for python, cli in _PYTHON_TO_CLI:
         text = text.replace(python, cli)
     return text
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line ``ivfusion: error: ...`` reports for an expected failure: the first line of the
+    message; for an ``OSError`` its reason and file name without the ``[Errno N]`` prefix."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename!r}" if exc.filename is not None else exc.strerror
+    else:
+        text = str(exc)
+    text = text.strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def refuse_directory(out: Path, example: str) -> None:
+    """``CLIError`` when the output path ``-o`` is a directory (``--overwrite`` never replaces one)."""
+    if out.is_dir():
+        raise CLIError(f"-o {str(out)!r} is a directory; give a file path, e.g. {str(out / example)!r} "
+                       "(--overwrite never replaces a directory)")
 
 
 def parse_option(text: str) -> Tuple[str, Any]:

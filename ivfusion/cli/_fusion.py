@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from ._common import CLIError, add_fusion_arguments, cli_message, fusion_kwargs, parse_option
+from ._common import CLIError, add_fusion_arguments, cli_message, error_line, fusion_kwargs, parse_option, refuse_directory
 
 
 FUSE_EXAMPLES = """\
@@ -69,6 +69,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
             if is_same_file(out, src):
                 raise CLIError(f"-o {str(out)!r} is the {name} input; fusing would destroy it (--overwrite "
                                "never replaces an input); choose another output path")
+        refuse_directory(out, "fused.png")
         if out.exists() and not args.overwrite:
             if args.skip_existing:
                 print(f"skipped {out} (exists)")
@@ -88,10 +89,10 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         raise CLIError(str(exc).replace("choose existing='skip' or 'overwrite'",
                                         "pass --skip-existing or --overwrite")) from exc
-    except ValueError as exc:
-        if "out_dir" not in str(exc):
+    except (ValueError, OSError) as exc:
+        if not error_line(exc).startswith("out_dir"):
             raise
-        raise CLIError(str(exc).replace("out_dir", "--out-dir").replace("or ext", "or --ext")) from exc
+        raise CLIError(error_line(exc).replace("out_dir", "--out-dir").replace("or ext", "or --ext")) from exc
     if not dist_info().is_main:  # under torchrun, rank 0 prints the merged report
         return 1 if report.failed else 0
     for path in report.unmatched_ir:
@@ -172,7 +173,8 @@ def _cmd_fuse_video(args: argparse.Namespace) -> int:
     from ..video import fuse_video
 
     out = Path(args.output)
-    if out.exists() and not out.is_dir() and not args.overwrite:
+    refuse_directory(out, "fused.mp4")
+    if out.exists() and not args.overwrite:
         raise CLIError(f"output {str(out)!r} exists; pass --overwrite")
     try:
         report = fuse_video(
@@ -264,7 +266,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             raise CLIError(f"--weights: {method!r} given more than once")
         weights[method] = value
     out = Path(args.output)
-    if out.exists() and not out.is_dir() and not args.overwrite:
+    refuse_directory(out, "grid.png")
+    if out.exists() and not args.overwrite:
         raise CLIError(f"output {str(out)!r} exists; pass --overwrite")
     path = compare_grid(pairs, args.methods, out, cell=args.cell, max_side=args.max_side or None,
                         weights=weights or None, device=args.device, precision=args.precision,

@@ -20,7 +20,14 @@ from .errors import (
     WeightsError,
 )
 from .hub import BUNDLED_DIR, VerifyResult, hub_cache_dir, hub_endpoint, is_offline, local_copies, resolve_weight, verify_all
-from .io import check_state_dict, load_state_dict_file, read_safetensors_header, sha256_file, verify_file
+from .io import (
+    check_state_dict,
+    file_identity,
+    load_state_dict_file,
+    read_safetensors_header,
+    sha256_file,
+    verify_file,
+)
 from .manifest import (
     DEFAULT_REPO_ID,
     PACKAGE_MANIFEST,
@@ -65,6 +72,7 @@ __all__ = [
     "hub_cache_dir",
     "hub_endpoint",
     "is_offline",
+    "file_identity",
     "sha256_file",
     "verify_file",
     "read_safetensors_header",

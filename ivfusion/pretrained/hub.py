@@ -12,17 +12,21 @@ A weight name is resolved to a local file in this order (the first hit wins):
    ``HF_HUB_OFFLINE`` is set.
 
 The environment variables are read at call time. Every manifest file found in steps 2-5 is
-checked against the manifest's size and SHA-256 before it is used (verified ``(path, size,
-mtime)`` triples are memoised, so a file is hashed once per change).
+checked against the manifest's size and SHA-256 before it is used, and so is a path (step 1)
+whose safetensors metadata names a manifest weight and whose header is that release's (a copy of
+the released file); other paths are only checked to be well-formed. Digests are memoised by the
+file's identity (path, inode, size, modification and change times), so a file is hashed once per
+change, including a change in place with the modification time put back.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .._version import __version__
+from ..io import is_same_file
 from .errors import ChecksumError, CorruptWeightsError, WeightNotFoundError
 from .io import read_safetensors_header, verify_file
 from .manifest import WeightInfo, get_manifest, get_weight_info
@@ -140,15 +144,18 @@ def resolve_weight(name_or_path: Union[str, os.PathLike]) -> Path:
 
     Manifest names go through ``$IVFUSION_WEIGHTS_DIR``, the bundled folder, the Hugging Face
     cache and the Hub (see the module docstring) and are checked against the manifest's size and
-    SHA-256. An explicit path is checked to be a well-formed safetensors file (it has no
-    manifest hash).
+    SHA-256. An explicit path is checked to be a well-formed safetensors file; when its metadata
+    names a manifest weight and its header is that release's, it is checked against the manifest's
+    size and SHA-256 too (:func:`_verify_claimed_weight`).
 
     Raises:
         ValueError: unknown weight name (the message lists the known ones).
         FileNotFoundError: an explicit path that does not exist.
+        IsADirectoryError: an explicit path that is a directory.
         WeightNotFoundError: not on disk and not downloadable.
         ChecksumError: the first copy found differs from the manifest (it is not used, and later
-            locations are not tried: a bad file is reported, never silently skipped).
+            locations are not tried: a bad file is reported, never silently skipped); an explicit
+            path that claims to be a manifest weight's file and is not.
         CorruptWeightsError: an explicit path that is not a valid safetensors file.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
@@ -162,10 +169,52 @@ def resolve_weight(name_or_path: Union[str, os.PathLike]) -> Path:
     if not _is_path_like(name_or_path):
         get_weight_info(str(name_or_path))  # raises the unknown-name error
     path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"weights: {str(path)!r} is a directory, not a .safetensors file")
     if not path.is_file():
         raise FileNotFoundError(f"weights: no such file: {str(path)!r}")
-    read_safetensors_header(path)
+    header = read_safetensors_header(path)
+    _verify_claimed_weight(path, header)
     return path
+
+
+def _release_header(info: WeightInfo, exclude: Path) -> Optional[Tuple[Dict[str, Any], Dict[str, str]]]:
+    """The safetensors header of manifest weight ``info``'s released file, read from its first local
+    copy (``$IVFUSION_WEIGHTS_DIR``, bundled, Hugging Face cache; no download) that verifies against
+    the manifest and is not ``exclude``; None when there is none."""
+    for _, copy in local_copies(info.name):
+        if is_same_file(copy, exclude):
+            continue
+        try:
+            verify_file(copy, info)
+            return read_safetensors_header(copy, what=f"weight {info.name!r}")
+        except (ChecksumError, CorruptWeightsError, OSError):
+            continue
+    return None
+
+
+def _verify_claimed_weight(path: Path, header: Tuple[Dict[str, Any], Dict[str, str]]) -> None:
+    """Check a weight file given by path against the manifest entry its metadata names.
+
+    A file whose ``__metadata__["name"]`` is a manifest weight and whose header is that release's
+    (compared with a verified local copy; or any header when no verified copy is on disk) claims to be
+    the released file, so it must have its size and SHA-256: otherwise :class:`ChecksumError` naming
+    the file and the expected digest. A file naming no manifest weight, or one whose header differs
+    from the release's (another export under the same name: a training candidate before it is
+    published, whose config and step differ), loads as it is.
+    """
+    name = header[1].get("name")
+    weights = get_manifest().weights
+    if name not in weights:
+        return
+    info = weights[name]
+    release = _release_header(info, exclude=path)
+    if release is not None and release != header:
+        return
+    verify_file(path, info, advice=(
+        f"Its safetensors metadata names manifest weight {name!r}, whose file it would be, but it is not "
+        f"that file (damaged or modified); it is not used. Pass weights={name!r} to load the verified "
+        f"copy, or restore the file."))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from .errors import ChecksumError, CorruptWeightsError, StateDictMismatchError
 from .manifest import WeightInfo
 
 __all__ = [
+    "file_identity",
     "sha256_file",
     "verify_file",
     "read_safetensors_header",
@@ -30,16 +31,25 @@ __all__ = [
 _HASH_CHUNK = 1 << 20
 _MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit for the JSON header
 _LIST_LIMIT = 5  # offending keys quoted in a state-dict mismatch message
-_DIGESTS: Dict[Tuple[str, int, int], str] = {}
+_DIGESTS: Dict[Tuple[Any, ...], str] = {}
 _LOCK = threading.Lock()
 
 
-def sha256_file(path: Union[str, os.PathLike], *, memo: bool = True) -> str:
-    """SHA-256 hex digest of a file. With ``memo``, a digest is reused while the file's resolved
-    path, size and mtime are unchanged."""
+def file_identity(path: Union[str, os.PathLike]) -> Tuple[Any, ...]:
+    """What identifies a file's content without reading it: its resolved path, device, inode, size,
+    and modification and change times in ns. The change time (``st_ctime_ns``) moves on every write
+    and on every ``utime``, so a file rewritten in place with its modification time put back gets a
+    new identity."""
     real = os.path.realpath(path)
     st = os.stat(real)
-    key = (real, st.st_size, st.st_mtime_ns)
+    return (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def sha256_file(path: Union[str, os.PathLike], *, memo: bool = True) -> str:
+    """SHA-256 hex digest of a file. With ``memo``, a digest is reused while the file's identity
+    (:func:`file_identity`: path, inode, size, modification and change times) is unchanged."""
+    key = file_identity(path)
+    real = key[0]
     if memo:
         with _LOCK:
             hit = _DIGESTS.get(key)
@@ -59,12 +69,13 @@ def _hash_file(path: str) -> str:
     return h.hexdigest()
 
 
-def verify_file(path: Path, info: WeightInfo, *, memo: bool = True) -> None:
-    """Raise :class:`ChecksumError` unless ``path`` has the manifest's size and SHA-256."""
+def verify_file(path: Path, info: WeightInfo, *, memo: bool = True, advice: Optional[str] = None) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the manifest's size and SHA-256; ``advice``
+    replaces the default last sentence of the message (delete the copy and fetch a fresh one)."""
     real = Path(os.path.realpath(path))
-    fix = (f"The file is not used. Delete {str(path)!r}"
-           + (f" (a link to {str(real)!r}; delete both)" if real != Path(path) else "")
-           + " and retry to fetch a fresh copy, or fix the manifest if the file is right.")
+    fix = advice or (f"The file is not used. Delete {str(path)!r}"
+                     + (f" (a link to {str(real)!r}; delete both)" if real != Path(path) else "")
+                     + " and retry to fetch a fresh copy, or fix the manifest if the file is right.")
     size = real.stat().st_size
     if size != info.size:
         raise ChecksumError(f"weight {info.name!r}: {str(path)!r} has {size} bytes, the manifest says "

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .._workers import die_with_parent
 from ..color import rgb_to_luma
 from ..io import ImageLike, is_grey, pair_files, to_chw_tensor, to_unit_range
 
@@ -406,7 +407,7 @@ def make_loader(
         raise ValueError(f"workers: expected an int >= 0, got {workers!r}")
     kwargs = {}
     if workers > 0:
-        kwargs = dict(persistent_workers=False, prefetch_factor=4, worker_init_fn=_worker_init)
+        kwargs = dict(persistent_workers=False, prefetch_factor=4, worker_init_fn=die_with_parent(_worker_init))
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory, **kwargs)
 
 

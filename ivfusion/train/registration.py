@@ -42,7 +42,7 @@ from ..registration.synthetic import WarpRanges, random_registration, render_inf
 from ._manifest import DATA_TERMS
 from ._runtime import hardware_description
 from .data import PairFiles, data_folder_name, find_pairs, load_luma
-from .splits import exclude_split, load_split, split_pairs
+from .splits import exclude_split, split_pairs
 
 __all__ = ["RegTrainConfig", "RegTrainResult", "train_registration", "synthetic_sample", "normalised_truth", "loss_terms",
            "total_loss", "export_regnet", "TRAIN_RANGES"]

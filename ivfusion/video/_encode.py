@@ -4,15 +4,15 @@ video is complete.
 """
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from ..io import _current_umask, is_same_file
+from ..io import _write_error, check_output_file, is_same_file, remove_stale_temporaries, temporary_path
 
 #: Encoder used when ``codec=None``: H.264 through x264, or :data:`FALLBACK_CODEC` without it.
 DEFAULT_CODEC = "libx264"
@@ -124,7 +124,7 @@ def _check_output(out: Union[str, os.PathLike], ir: Union[str, os.PathLike], vis
         if is_same_file(out, src):
             raise ValueError(f"out: {str(out)!r} is the {name} input; choose another output path")
     if out.is_dir():
-        raise ValueError(f"out: {str(out)!r} is a directory")
+        raise IsADirectoryError(errno.EISDIR, f"out: {str(out)!r} is a directory; give a video file path")
     if out.exists() and not overwrite:
         raise FileExistsError(f"out: {str(out)!r} exists; pass overwrite=True to replace it")
     if not out.suffix:
@@ -154,11 +154,13 @@ class _AtomicEncoder:
         self._last_pts = -1
 
     def __enter__(self) -> "_AtomicEncoder":
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.out.stem}.", suffix=f".part{self.out.suffix}",
-                                        dir=self.out.parent)
-        os.close(fd)
-        self.tmp = Path(tmp_name)
+        try:
+            check_output_file(self.out).parent.mkdir(parents=True, exist_ok=True)
+            # what a run killed by SIGKILL left behind (a caught signal removes its own temporary)
+            remove_stale_temporaries([self.out])
+            self.tmp = temporary_path(self.out, f".part{self.out.suffix}")
+        except OSError as exc:
+            raise _write_error(self.out, exc) from exc
         try:
             self._open()
         except BaseException:
@@ -191,14 +193,19 @@ class _AtomicEncoder:
             self._first_time = t
         pts = max(int(round((t - self._first_time) / float(1 / self.rate))), self._last_pts + 1)
         frame.pts, self._last_pts = pts, pts
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        self._encode(frame)
         self.frames += 1
 
     def flush(self) -> None:
         """Drain the encoder (the frames it still holds); call once after the last frame."""
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
+        self._encode(None)
+
+    def _encode(self, frame: Any) -> None:
+        try:
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+        except OSError as exc:  # a full disk, a lost mount ...: name the output, not the temporary
+            raise _write_error(self.out, exc) from exc
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if exc_type is not None:
@@ -209,10 +216,11 @@ class _AtomicEncoder:
             self.container = None
             with open(self.tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            os.chmod(self.tmp, 0o666 & ~_current_umask())
             os.replace(self.tmp, self.out)
-        except BaseException:
+        except BaseException as exc:
             self._discard()
+            if isinstance(exc, OSError):
+                raise _write_error(self.out, exc) from exc
             raise
 
     def _discard(self) -> None:

@@ -18,6 +18,7 @@ from ..fusion import (
     DEFAULT_TILE_OVERLAP,
     _build_method,
     _check_align_resize,
+    _check_distinct_inputs,
     _check_layout_args,
     resolve_alignment,
     _probe_cuda_bytes_per_pixel,
@@ -210,7 +211,11 @@ def fuse_video(
     Raises:
         ImportError: PyAV is not installed (extra ``ivfusion[video]``).
         ValueError: frame-rate or frame-count mismatch under ``sync="strict"``, size mismatch
-            without ``resize``, ``out`` being an input, unreadable input, bad option, no frames.
+            without ``resize``, ``out`` being an input, ``ir`` and ``vis`` the same file or folder,
+            unreadable input, bad option, no frames.
+        IsADirectoryError: ``out`` is a directory.
+        OSError: the output cannot be written (no permission, a read-only or full disk), with a
+            message naming ``out``.
         FileNotFoundError: an input that does not exist.
         FileExistsError: ``out`` exists and ``overwrite`` is false.
         RuntimeError: a network whose pretrained weights are not available.
@@ -247,6 +252,7 @@ def fuse_video(
         raise ValueError(f"queue_size must be an int >= 1, got {queue_size!r}")
 
     # ---- output path
+    _check_distinct_inputs(ir, vis)
     out = _check_output(out, ir, vis, overwrite)
 
     # ---- encoder and method (errors before any decoding)
