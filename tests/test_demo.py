@@ -297,12 +297,12 @@ def test_uploads_over_the_file_limit_are_refused(server, tmp_path):
 
 
 def test_api_loads_each_network_once(client, pair_dir):
-    from ivfusion.fusion import _cached_model
+    from ivfusion.fusion import _load_model
 
     fuse_api(client, pair_dir / "ir.png", pair_dir / "vis.jpg", ["didfuse"])
-    misses = _cached_model.cache_info().misses
+    misses = _load_model.cache_info().misses
     out = fuse_api(client, pair_dir / "ir.png", pair_dir / "vis.jpg", ["didfuse"], rule="average")
-    assert _cached_model.cache_info().misses == misses
+    assert _load_model.cache_info().misses == misses
     assert "didfuse" in out[0] and "loading its weights" not in out[0]
 
 

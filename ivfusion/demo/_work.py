@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..fusion import _cached_model, _resample, fuse, list_methods, method_info
+from ..fusion import _load_model, _resample, fuse, list_methods, method_info
 from ..io import from_unit_range, pil_to_array, save_image, to_chw_tensor, to_unit_range
 from ..metrics import evaluate
 from ..models import get_model_info
@@ -267,11 +267,11 @@ def fuse_methods(
     for i, method in enumerate(methods):
         if progress is not None:
             progress(i / len(methods), f"{method} ({i + 1}/{len(methods)}): fusing")
-        misses = _cached_model.cache_info().misses
+        misses = _load_model.cache_info().misses
         start = time.perf_counter()
         fused = fuse(ir, vis, method, **per_method[method])
         seconds = time.perf_counter() - start
-        loaded = _cached_model.cache_info().misses > misses
+        loaded = _load_model.cache_info().misses > misses
         png = save_image(out_dir / f"{stem}_{method}.png", fused, bits=_png_bits(fused))
         if progress is not None:
             progress((i + 0.7) / len(methods), f"{method} ({i + 1}/{len(methods)}): metrics")
