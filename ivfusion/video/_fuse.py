@@ -195,8 +195,14 @@ def fuse_video(
         queue_size: frames held in each queue between the decoder, the fusion and the encoder
             (default ``max(2 * batch_size, 4)``); memory stays bounded by it whatever the length of
             the video.
-        device, tile_size, tile_overlap, resize, weights, precision, backend, options: as in
-            :func:`ivfusion.fuse`. Frames of different sizes need ``resize`` or ``align``.
+        device: as in :func:`ivfusion.fuse`.
+        tile_size: as in :func:`ivfusion.fuse`.
+        tile_overlap: as in :func:`ivfusion.fuse`.
+        resize: as in :func:`ivfusion.fuse`; frames of different sizes need it (or ``align``).
+        weights: as in :func:`ivfusion.fuse`.
+        precision: as in :func:`ivfusion.fuse`.
+        backend: as in :func:`ivfusion.fuse`.
+        options: method options, as in :func:`ivfusion.fuse`.
         align: one fixed registration for every frame (the rig does not move): a
             :class:`~ivfusion.registration.Registration` or the path of a saved one, or a model name
             (``"affine"``, ``"homography"``, ``"deformable"``) to estimate it once from the first
