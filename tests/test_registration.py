@@ -30,6 +30,8 @@ from ivfusion.registration.synthetic import (
     render_infrared,
 )
 
+from .conftest import smooth_image
+
 H, W = 192, 256
 
 
@@ -429,6 +431,17 @@ def test_cli_register_and_fuse(rig, tmp_path, capsys):
     assert main(["fuse", str(tmp_path / "ir.png"), str(tmp_path / "vis.png"), "-o", str(tmp_path / "g.png"),
                  "-m", "average", "--align", "nope.json"]) == 1
     assert "neither a model" in capsys.readouterr().err
+
+
+def test_cli_register_warns_in_one_line_on_a_pair_with_nothing_in_common(tmp_path, rng, capsys):
+    write_image(tmp_path / "ir.png", np.full((120, 160), 90, np.uint8))
+    write_image(tmp_path / "vis.png", smooth_image(rng, 120, 160))
+    assert main(["register", str(tmp_path / "ir.png"), str(tmp_path / "vis.png"), "-o", str(tmp_path / "rig.json")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ivfusion: warning: ")
+    assert main(["register", str(tmp_path / "ir.png"), str(tmp_path / "vis.png"), "-o", str(tmp_path / "r2.json"),
+                 "--strict"]) == 1
+    assert capsys.readouterr().err.startswith("ivfusion: error: ")
 
 
 def test_cli_register_folder(rig, tmp_path, capsys):

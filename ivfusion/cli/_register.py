@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 from pathlib import Path
 
 from ._common import CLIError
@@ -38,7 +36,7 @@ def _add_register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_register(args: argparse.Namespace) -> int:
     from ..io import pair_files
-    from ..registration import RegistrationWarning, register, register_pairs
+    from ..registration import register, register_pairs
 
     single = bool(args.ir or args.vis)
     batch = bool(args.ir_dir or args.vis_dir)
@@ -49,26 +47,21 @@ def _cmd_register(args: argparse.Namespace) -> int:
         raise CLIError(f"output {str(out)!r} exists; pass --overwrite")
     kwargs = dict(estimator=args.estimator, scale=args.scale, strict=args.strict,
                   ir_range=tuple(args.ir_range) if args.ir_range else None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RegistrationWarning)
-        if single:
-            if not (args.ir and args.vis):
-                raise CLIError("single-pair mode needs IR and VIS")
-            reg = register(args.ir, args.vis, args.model, **kwargs)
-            source = "1 pair"
-        else:
-            if not (args.ir_dir and args.vis_dir):
-                raise CLIError("batch mode needs --ir-dir and --vis-dir")
-            if args.pairs < 1:
-                raise CLIError(f"--pairs must be >= 1, got {args.pairs}")
-            pairs, _, _ = pair_files(args.ir_dir, args.vis_dir)
-            if not pairs:
-                raise CLIError("no pairs with matching file stems in --ir-dir and --vis-dir")
-            reg = register_pairs([(ir, vis) for _, ir, vis in pairs[:args.pairs]], args.model, **kwargs)
-            source = f"{min(args.pairs, len(pairs))} pairs"
-    for w in caught:
-        if issubclass(w.category, RegistrationWarning):
-            print(f"warning: {w.message}", file=sys.stderr)
+    if single:
+        if not (args.ir and args.vis):
+            raise CLIError("single-pair mode needs IR and VIS")
+        reg = register(args.ir, args.vis, args.model, **kwargs)
+        source = "1 pair"
+    else:
+        if not (args.ir_dir and args.vis_dir):
+            raise CLIError("batch mode needs --ir-dir and --vis-dir")
+        if args.pairs < 1:
+            raise CLIError(f"--pairs must be >= 1, got {args.pairs}")
+        pairs, _, _ = pair_files(args.ir_dir, args.vis_dir)
+        if not pairs:
+            raise CLIError("no pairs with matching file stems in --ir-dir and --vis-dir")
+        reg = register_pairs([(ir, vis) for _, ir, vis in pairs[:args.pairs]], args.model, **kwargs)
+        source = f"{min(args.pairs, len(pairs))} pairs"
     reg.save(out)
     m = reg.matrix
     print(f"wrote {out}: {reg.model} ({reg.estimator}) from {source}, infrared {reg.ir_size[1]}x{reg.ir_size[0]} -> "
