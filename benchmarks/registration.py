@@ -17,7 +17,9 @@ image; the benchmark reports, side by side in one run:
   *unwarped* pair (:func:`~ivfusion.registration.synthetic.end_point_error` with ``reference``).
   The validation pairs are not aligned perfectly (RoadScene's are off by a few pixels, MSRS's by
   20-60, see ``docs/registration.md``); this column measures whether a method recovers the known
-  warp, independently of the dataset's own misalignment;
+  warp, independently of the dataset's own misalignment; "structure only" restricts it to the
+  visible pixels with structure (:func:`structure_mask`): the elastic field of a flat region (a
+  night sky) changes nothing in either image, so no method can recover it there;
 * time per pair (registration only, ``--threads`` CPU threads);
 * fusion quality: VIF and Qabf (``ivfusion.metrics``) of the pair fused after registration, without
   registration (resized only) and perfectly registered (warped by the true registration), all scored
@@ -48,7 +50,8 @@ import torch.nn.functional as F
 import ivfusion
 from ivfusion.metrics import evaluate
 from ivfusion.registration import LOW_CONFIDENCE, ClassicalSettings, Registration, RegistrationWarning, register
-from ivfusion.registration._geometry import inside_mask, pixel_grid, sample, scale_matrix
+from ivfusion.registration._geometry import (apply_homography, homography_from_points, inside_mask, pixel_grid,
+                                              sample, scale_matrix)
 from ivfusion.registration.synthetic import WarpRanges, end_point_error, random_registration, render_infrared
 from ivfusion.train.data import find_pairs, load_luma
 from ivfusion.train.splits import split_pairs
@@ -131,6 +134,31 @@ def _from_nominal(coords: np.ndarray, ir_size, vis_size) -> torch.Tensor:
     m = scale_matrix(vis_size, ir_size)
     c = torch.from_numpy(coords).double()
     return c * torch.stack([m[0, 0], m[1, 1]]) + torch.stack([m[0, 2], m[1, 2]])
+
+
+def structure_mask(vis: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """``(H, W)`` bool: the visible pixels with structure, where a displacement is observable at all.
+
+    The elastic part of a synthetic warp moves flat regions too (a night sky, a wall), but a flat
+    region looks the same however it is displaced: no method can recover the field there, and the
+    fused image does not depend on it. Structure: the visible gradient magnitude, Gaussian-smoothed
+    (``sigma`` px), at least its image mean (the NGF edge threshold the estimator uses, factor 1)."""
+    from ivfusion.registration._levels import _gaussian
+    from ivfusion.registration._similarity import gradients
+    gx, gy = gradients(vis[None].float())
+    mag = _gaussian(torch.sqrt(gx * gx + gy * gy), sigma)[0, 0]
+    return mag >= mag.mean().clamp_min(1e-3)  # the floor: a flat image has no structure
+
+
+def homography_floor(s: Sample) -> float:
+    """EPE (px, mean over the footprint) of the best homography fitted by least squares to the true
+    mapping (every 8th pixel): what no homography estimator can beat on this warp."""
+    h, w = s.truth.vis_size
+    x = pixel_grid(h, w, dtype=torch.float64)
+    m = s.truth.mapping().double()
+    fit = homography_from_points(x[::8, ::8].reshape(-1, 2), m[::8, ::8].reshape(-1, 2))
+    e, mask = end_point_error(apply_homography(fit, x), s.truth)
+    return float(e[mask].mean())
 
 
 def method_none(moving, vis):
@@ -307,6 +335,8 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip the 'EPE vs own alignment' column")
     parser.add_argument("--regnet", default=None, metavar="WEIGHT",
                         help="RegNet weight of the learned methods (manifest name or .safetensors; default: the manifest's)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also print the best homography's EPE against the true warps (the homography model's floor)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per pair")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write every pair's numbers as JSON")
     args = parser.parse_args()
@@ -343,6 +373,10 @@ def main() -> None:
           f"infrared); ivfusion {ivfusion.__version__}, torch {torch.__version__}, {args.threads} thread(s), "
           f"{platform.processor() or platform.machine()}\n", file=sys.stderr)
 
+    if args.floor:
+        floor = [homography_floor(s) for s in samples]
+        print(f"Best homography fitted to the true warps: EPE median {statistics.median(floor):.2f} px, "
+              f"p95 {_pct(floor, 95):.2f}, share < 1 px {np.mean(np.array(floor) < 1):.0%}\n")
     rows = []
     per_pair: List[dict] = []
     fusion: Dict[str, Dict[str, List[float]]] = {}
@@ -355,7 +389,8 @@ def main() -> None:
         if not args.no_reference:
             for name, (ir, vis) in natives.items():
                 refs[name] = fn(ir, vis)
-        epe, cons, times, times640, fus = [], [], [], [], {"VIF": [], "Qabf": [], "Qabf_inputs": []}
+        epe, cons, cons_s, times, times640 = [], [], [], [], []
+        fus = {"VIF": [], "Qabf": [], "Qabf_inputs": []}
         for s in samples:
             t0 = time.perf_counter()
             coords = fn(s.moving, s.vis)
@@ -368,6 +403,8 @@ def main() -> None:
             if refs:
                 e2, m2 = end_point_error(coords, s.truth, reference=refs[s.name.split("#")[0]])
                 cons.append(float(e2[m2].mean()))
+                m3 = m2 & structure_mask(s.vis)
+                cons_s.append(float(e2[m3].mean()) if bool(m3.any()) else float(e2[m2].mean()))
             sc = None
             if args.fusion and method in fusion_methods:
                 sc = fusion_scores(s, coords, args.fusion)
@@ -375,28 +412,30 @@ def main() -> None:
                     fus[k].append(sc[k])
             conf = CONFIDENCE.get(method, [None])[-1]
             per_pair.append({"method": method, "pair": s.name, "epe": epe[-1], "own_epe": cons[-1] if cons else None,
+                             "own_epe_structure": cons_s[-1] if cons_s else None,
                              "seconds": dt, "confidence": conf, "fusion": sc})
             if args.verbose:
                 print(f"{method} {s.name} epe {epe[-1]:.2f}" + (f" own {cons[-1]:.2f}" if cons else "")
                       + (f" conf {conf:.2f}" if conf is not None else "") + f" {dt:.2f}s", file=sys.stderr, flush=True)
         if fus["VIF"]:
             fusion[method] = fus
-        rows.append((method, epe, cons, times, times640))
+        rows.append((method, epe, cons, cons_s, times, times640))
         print(f"done {method}: median EPE {statistics.median(epe):.2f}", file=sys.stderr, flush=True)
 
     if args.json:
         Path(args.json).write_text(json.dumps(per_pair, indent=1))
     print("| method | EPE median (px) | EPE p95 | share < 2 px | own-alignment EPE median | own p95 | own share < 2 px "
-          "| s / pair | s / 640x480 pair | low confidence |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for method, epe, cons, times, times640 in rows:
+          "| own, structure only: median | p95 | s / pair | s / 640x480 pair | low confidence |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for method, epe, cons, cons_s, times, times640 in rows:
         own = (f"{statistics.median(cons):.2f} | {_pct(cons, 95):.2f} | {np.mean(np.array(cons) < 2):.0%}"
                if cons else "- | - | -")
+        own_s = f"{statistics.median(cons_s):.2f} | {_pct(cons_s, 95):.2f}" if cons_s else "- | -"
         t640 = f"{statistics.median(times640):.2f}" if times640 else "-"
         conf = CONFIDENCE.get(method, [])[-len(epe):]
         low = f"{np.mean(np.array(conf) < LOW_CONFIDENCE):.0%}" if conf else "-"
         print(f"| {method} | {statistics.median(epe):.2f} | {_pct(epe, 95):.2f} | {np.mean(np.array(epe) < 2):.0%} | "
-              f"{own} | {statistics.median(times):.2f} | {t640} | {low} |")
+              f"{own} | {own_s} | {statistics.median(times):.2f} | {t640} | {low} |")
     print_domains(per_pair)
     if fusion:
         ref = fusion["perfectly registered"]

@@ -3,6 +3,7 @@ fuse/fuse_dir/fuse_video with align=, the CLI, the learned network's plumbing.""
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -503,3 +504,21 @@ def test_regnet_shapes_and_weight_file(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(Exception, match="does not fit RegNet"):
         load_regnet(str(tmp_path / "bad.safetensors"))
+
+
+def test_benchmark_structure_mask_keeps_edges_and_drops_flat_regions(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "registration.py"
+    spec = importlib.util.spec_from_file_location("registration_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    vis = torch.zeros(1, 64, 96)
+    vis[:, :, 48:] = 1.0  # one vertical edge between columns 47 and 48
+    mask = bench.structure_mask(vis)
+    assert mask.shape == (64, 96)
+    assert bool(mask[:, 46:50].all())  # at the edge
+    assert not bool(mask[:, :40].any()) and not bool(mask[:, 56:].any())  # flat on both sides
+    assert not bool(bench.structure_mask(torch.full((1, 32, 32), 0.5)).any())  # a flat image has none
