@@ -377,6 +377,8 @@ def main() -> None:
         floor = [homography_floor(s) for s in samples]
         print(f"Best homography fitted to the true warps: EPE median {statistics.median(floor):.2f} px, "
               f"p95 {_pct(floor, 95):.2f}, share < 1 px {np.mean(np.array(floor) < 1):.0%}\n")
+    # a property of each warped pair's visible image, the same for every method
+    structure = {} if args.no_reference else {s.name: structure_mask(s.vis) for s in samples}
     rows = []
     per_pair: List[dict] = []
     fusion: Dict[str, Dict[str, List[float]]] = {}
@@ -403,7 +405,7 @@ def main() -> None:
             if refs:
                 e2, m2 = end_point_error(coords, s.truth, reference=refs[s.name.split("#")[0]])
                 cons.append(float(e2[m2].mean()))
-                m3 = m2 & structure_mask(s.vis)
+                m3 = m2 & structure[s.name]
                 cons_s.append(float(e2[m3].mean()) if bool(m3.any()) else float(e2[m2].mean()))
             sc = None
             if args.fusion and method in fusion_methods:
