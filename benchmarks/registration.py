@@ -26,7 +26,11 @@ image; the benchmark reports, side by side in one run:
   against the aligned infrared and the visible image.
 
 Compared: no registration, OpenCV ECC on gradient magnitudes (affine, 3-level pyramid) and elastix
-(itk-elastix; Mattes mutual information, affine and affine + B-spline), and ivfusion's estimators.
+(itk-elastix; Mattes mutual information, affine and affine + B-spline), and ivfusion's estimators;
+and, as the issue's "reachable" rows, ivfusion's estimator registering the infrared camera image to
+the true aligned infrared (one modality: the labels are exact there, and both images show the same
+structure everywhere). ``--label-check`` measures how far the unwarped pairs themselves are from
+aligned (:func:`label_check`).
 OpenCV and itk-elastix are the ``[bench]`` extra: ``pip install -e '.[bench]'``.
 """
 from __future__ import annotations
@@ -261,8 +265,62 @@ for _est in ("classical", "learned", "learned+classical"):
 METHODS["ivfusion-classical-deformable (grid search init)"] = _ivfusion("deformable", "classical", init="grid",
                                                                         search_level=1)
 METHODS["ivfusion-classical-deformable (MIND-SSC features)"] = _ivfusion("deformable", "classical", features="mind")
+# The issue's "reachable" rows: the same estimator registering the infrared camera image to the true
+# aligned infrared (one modality) instead of the visible image. What the warp model and the solver can
+# do when both images show the same structure everywhere; the gap to the cross-modal rows is what the
+# modalities do not share (a flat visible night sky, a bus in one frame only, glare).
+for _model in ("homography", "deformable"):
+    METHODS[f"ivfusion-classical-{_model} (mono-modal: to the true infrared)"] = _ivfusion(_model, "classical")
+    METHODS[f"ivfusion-classical-{_model} (mono-modal: to the true infrared)"].mono = True
 for _name, _fn in METHODS.items():
     _fn.name = _name
+
+
+def _mean_distance(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean distance of two ``(H, W, 2)`` point maps over ``mask`` (NaN where it is empty)."""
+    return float((a - b).norm(dim=-1)[mask].mean()) if bool(mask.any()) else float("nan")
+
+
+def label_check(natives: Dict[str, Tuple[torch.Tensor, torch.Tensor]]) -> List[dict]:
+    """How far each *unwarped* validation pair is from aligned, by two independent features.
+
+    Each pair is registered (``deformable``) once with NGF and once with MIND-SSC features; per pair:
+    the mean displacement of each estimate from the dataset's alignment and the mean disagreement of
+    the two, on the visible pixels with structure (:func:`structure_mask`). Where the two features
+    agree much more closely than either moves, the dataset's alignment (the benchmark's labels) is
+    off by about that move: no estimator can score below it against the labels."""
+    out = []
+    for name, (ir, vis) in natives.items():
+        maps = {}
+        for features in ("ngf", "mind"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RegistrationWarning)
+                reg = register(ir, vis, "deformable", settings=ClassicalSettings(features=features))
+            maps[features] = (reg.mapping().double(), reg.confidence)
+        mask = structure_mask(vis)
+        x = pixel_grid(*vis.shape[-2:], dtype=torch.float64)
+        ngf, mind = maps["ngf"][0], maps["mind"][0]
+        out.append({"pair": name, "move_ngf": _mean_distance(ngf, x, mask),
+                    "move_mind": _mean_distance(mind, x, mask),
+                    "ngf_vs_mind": _mean_distance(ngf, mind, mask),
+                    "confidence_ngf": maps["ngf"][1], "confidence_mind": maps["mind"][1]})
+    return out
+
+
+def print_label_check(rows: List[dict]) -> None:
+    print("\nThe labels: how far the unwarped validation pairs are from aligned (deformable, mean over the "
+          "visible pixels with structure; medians over pairs)\n")
+    print("| domain | pairs | NGF estimate moves (px) | MIND-SSC estimate moves | NGF vs MIND-SSC | "
+          "pairs where both move > 1 px and agree within half the move |")
+    print("|---|---:|---:|---:|---:|---:|")
+    domains = sorted({r["pair"].rsplit("/", 1)[0] for r in rows})
+    for domain in domains + ["all"]:
+        rs = [r for r in rows if domain == "all" or r["pair"].rsplit("/", 1)[0] == domain]
+        off = [min(r["move_ngf"], r["move_mind"]) > 1 and r["ngf_vs_mind"] < 0.5 * min(r["move_ngf"], r["move_mind"])
+               for r in rs]
+        print(f"| {domain} | {len(rs)} | {statistics.median([r['move_ngf'] for r in rs]):.2f} | "
+              f"{statistics.median([r['move_mind'] for r in rs]):.2f} | "
+              f"{statistics.median([r['ngf_vs_mind'] for r in rs]):.2f} | {np.mean(off):.0%} |")
 
 
 # ------------------------------------------------------------------------------------------ fusion
@@ -337,8 +395,12 @@ def main() -> None:
                         help="RegNet weight of the learned methods (manifest name or .safetensors; default: the manifest's)")
     parser.add_argument("--floor", action="store_true",
                         help="also print the best homography's EPE against the true warps (the homography model's floor)")
+    parser.add_argument("--label-check", action="store_true",
+                        help="also measure how far the unwarped pairs are from aligned (NGF and MIND-SSC, "
+                             "deformable; see label_check)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per pair")
-    parser.add_argument("--json", default=None, metavar="FILE", help="also write every pair's numbers as JSON")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write every pair's numbers as JSON (a list; with --label-check, "
+                             "{\"pairs\": [...], \"label_check\": [...]})")
     args = parser.parse_args()
 
     global REGNET_WEIGHTS
@@ -387,15 +449,16 @@ def main() -> None:
         fusion["perfectly registered"] = {k: [a[k] for a in aligned] for k in ("VIF", "Qabf", "Qabf_inputs")}
     for method in methods:
         fn = METHODS[method]
+        mono = getattr(fn, "mono", False)  # registers to the true infrared, not the visible image
         refs = {}
         if not args.no_reference:
             for name, (ir, vis) in natives.items():
-                refs[name] = fn(ir, vis)
+                refs[name] = fn(ir, ir if mono else vis)
         epe, cons, cons_s, times, times640 = [], [], [], [], []
         fus = {"VIF": [], "Qabf": [], "Qabf_inputs": []}
         for s in samples:
             t0 = time.perf_counter()
-            coords = fn(s.moving, s.vis)
+            coords = fn(s.moving, s.ir if mono else s.vis)
             dt = time.perf_counter() - t0
             times.append(dt)
             if tuple(s.vis.shape[-2:]) == (480, 640):
@@ -408,7 +471,7 @@ def main() -> None:
                 m3 = m2 & structure[s.name]
                 cons_s.append(float(e2[m3].mean()) if bool(m3.any()) else float(e2[m2].mean()))
             sc = None
-            if args.fusion and method in fusion_methods:
+            if args.fusion and method in fusion_methods and not mono:
                 sc = fusion_scores(s, coords, args.fusion)
                 for k in fus:
                     fus[k].append(sc[k])
@@ -424,8 +487,10 @@ def main() -> None:
         rows.append((method, epe, cons, cons_s, times, times640))
         print(f"done {method}: median EPE {statistics.median(epe):.2f}", file=sys.stderr, flush=True)
 
+    checked = label_check(natives) if args.label_check else []
     if args.json:
-        Path(args.json).write_text(json.dumps(per_pair, indent=1))
+        Path(args.json).write_text(json.dumps({"pairs": per_pair, "label_check": checked} if checked else per_pair,
+                                              indent=1))
     print("| method | EPE median (px) | EPE p95 | share < 2 px | own-alignment EPE median | own p95 | own share < 2 px "
           "| own, structure only: median | p95 | s / pair | s / 640x480 pair | low confidence |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -439,6 +504,8 @@ def main() -> None:
         print(f"| {method} | {statistics.median(epe):.2f} | {_pct(epe, 95):.2f} | {np.mean(np.array(epe) < 2):.0%} | "
               f"{own} | {own_s} | {statistics.median(times):.2f} | {t640} | {low} |")
     print_domains(per_pair)
+    if checked:
+        print_label_check(checked)
     if fusion:
         ref = fusion["perfectly registered"]
         print(f"\nFusion with {args.fusion}, scored against the aligned infrared and the visible image (mean over "

@@ -506,15 +506,21 @@ def test_regnet_shapes_and_weight_file(tmp_path):
         load_regnet(str(tmp_path / "bad.safetensors"))
 
 
-def test_benchmark_structure_mask_keeps_edges_and_drops_flat_regions(monkeypatch):
+@pytest.fixture
+def bench(monkeypatch):
+    """``benchmarks/registration.py`` as a module."""
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "registration.py"
     spec = importlib.util.spec_from_file_location("registration_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up
-    spec.loader.exec_module(bench)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_structure_mask_keeps_edges_and_drops_flat_regions(bench):
     vis = torch.zeros(1, 64, 96)
     vis[:, :, 48:] = 1.0  # one vertical edge between columns 47 and 48
     mask = bench.structure_mask(vis)
@@ -522,3 +528,19 @@ def test_benchmark_structure_mask_keeps_edges_and_drops_flat_regions(monkeypatch
     assert bool(mask[:, 46:50].all())  # at the edge
     assert not bool(mask[:, :40].any()) and not bool(mask[:, 56:].any())  # flat on both sides
     assert not bool(bench.structure_mask(torch.full((1, 32, 32), 0.5)).any())  # a flat image has none
+
+
+def test_benchmark_label_check_measures_a_known_misalignment(bench):
+    """A pair whose infrared is the visible image's structure shifted by 3 px (inverted contrast):
+    both features see the 3 px and agree with each other far more closely than that."""
+    torch.manual_seed(0)
+    blobs = F.interpolate(torch.rand(1, 1, 12, 16), size=(192, 256), mode="bicubic", align_corners=False)
+    vis = blobs[0].clamp(0, 1)
+    ir = 1.0 - torch.roll(vis, shifts=3, dims=-1)  # the infrared pixel x shows the scene at x - 3
+    vis, ir = vis[:, 8:-8, 8:-8], ir[:, 8:-8, 8:-8]  # no wrapped-around column
+    (row,) = bench.label_check({"synthetic/pair": (ir, vis)})
+    assert row["pair"] == "synthetic/pair"
+    assert row["move_ngf"] == pytest.approx(3.0, abs=0.5) and row["move_mind"] == pytest.approx(3.0, abs=0.5)
+    assert row["ngf_vs_mind"] < 0.5
+    assert 0.0 <= row["confidence_ngf"] <= 1.0
+
