@@ -471,7 +471,7 @@ def main() -> None:
                 m3 = m2 & structure[s.name]
                 cons_s.append(float(e2[m3].mean()) if bool(m3.any()) else float(e2[m2].mean()))
             sc = None
-            if args.fusion and method in fusion_methods and not mono:
+            if args.fusion and method in fusion_methods:
                 sc = fusion_scores(s, coords, args.fusion)
                 for k in fus:
                     fus[k].append(sc[k])
