@@ -279,6 +279,25 @@ def test_unrelated_scenes_get_low_confidence():
     assert reg.confidence < 0.3
 
 
+def test_deformable_confidence_is_no_higher_than_its_transform_alone(monkeypatch):
+    """A deformation can make a wrong transform's peak look sharp: a deformable estimate is scored as the
+    lower of the confidences with and without its deformation, so it warns when its transform is weak."""
+    import ivfusion.registration._api as api
+
+    real = api.peak_sharpness
+
+    def weak_without_flow(level, frame, t, flow=None, **kw):
+        rho, sharp, far = real(level, frame, t, flow, **kw)
+        return (rho, sharp, far) if flow is not None else (rho, 0.2 * api._SHARP, far)
+
+    monkeypatch.setattr(api, "peak_sharpness", weak_without_flow)
+    ir, vis, _ = misaligned(3, SMALL)
+    with pytest.warns(RegistrationWarning, match="confidence"):
+        reg = register(ir, vis, "deformable")
+    assert reg.confidence == pytest.approx(0.2, abs=1e-6)  # 0.2 * _SHARP / _SHARP: the transform's score
+    assert reg.info["sharpness"] > 0.5 * api._SHARP  # the score with the deformation, as reported, was high
+
+
 @pytest.mark.parametrize("kwargs, err, needle", [
     (dict(model="rigid"), ValueError, "model must be one of"),
     (dict(estimator="sift"), ValueError, "estimator must be one of"),
