@@ -270,8 +270,9 @@ METHODS["ivfusion-classical-deformable (MIND-SSC features)"] = _ivfusion("deform
 # do when both images show the same structure everywhere; the gap to the cross-modal rows is what the
 # modalities do not share (a flat visible night sky, a bus in one frame only, glare).
 for _model in ("homography", "deformable"):
-    METHODS[f"ivfusion-classical-{_model} (mono-modal: to the true infrared)"] = _ivfusion(_model, "classical")
-    METHODS[f"ivfusion-classical-{_model} (mono-modal: to the true infrared)"].mono = True
+    _mono = _ivfusion(_model, "classical")
+    _mono.mono = True
+    METHODS[f"ivfusion-classical-{_model} (mono-modal: to the true infrared)"] = _mono
 for _name, _fn in METHODS.items():
     _fn.name = _name
 
@@ -399,7 +400,8 @@ def main() -> None:
                         help="also measure how far the unwarped pairs are from aligned (NGF and MIND-SSC, "
                              "deformable; see label_check)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per pair")
-    parser.add_argument("--json", default=None, metavar="FILE", help="also write every pair's numbers as JSON (a list; with --label-check, "
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="also write every pair's numbers as JSON (a list; with --label-check, "
                              "{\"pairs\": [...], \"label_check\": [...]})")
     args = parser.parse_args()
 

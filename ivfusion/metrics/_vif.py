@@ -30,7 +30,6 @@ def _filter_valid_decimate(x: Tensor, k: Tensor) -> Tensor:
     return out
 
 
-
 def vif_window(size: int, *, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
     """The 2-D VIF window: ``exp(-(x^2 + y^2) / (2 s^2))`` on a ``size x size`` grid centred on 0,
     ``s = size / 5``, values below ``eps * max`` set to 0, normalised to sum 1 (MATLAB's
